@@ -1,0 +1,5 @@
+"""`python -m sensorlake`."""
+
+from sensorlake.cli.main import main
+
+main()

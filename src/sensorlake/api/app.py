@@ -1,0 +1,171 @@
+"""The HTTP API: ingest, query, tables, health and metrics.
+
+Every handler validates what it is sent and answers errors as `{"error", "hint"}` with a status a
+client can act on; nothing is written to the stream unless the whole request was acceptable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sensorlake.config import Config
+from sensorlake.errors import (
+    IngestError,
+    PayloadTooLarge,
+    QueryError,
+    SensorlakeError,
+    StreamError,
+)
+from sensorlake.ingest.body import pack_messages, parse_body
+from sensorlake.lake.writer import LakeWriter
+from sensorlake.metrics import Metrics
+from sensorlake.query.engine import QueryEngine
+from sensorlake.stream.connection import StreamClient
+from sensorlake.stream.subjects import subject_for_topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApiContext:
+    config: Config
+    client: StreamClient
+    engine: QueryEngine
+    writer: LakeWriter | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    accepting: bool = True
+    nats_restarts: Any = None
+    """Callable returning how often the embedded nats-server was restarted (None if external)."""
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _error(exc: SensorlakeError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    message = str(exc).split(" — ", 1)[0]
+    return JSONResponse({"error": message, "hint": exc.hint}, status_code=exc.status,
+                        headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"the body is {declared} bytes, more than the limit of {limit}",
+            hint="send smaller batches or raise ingest.max_body_bytes",
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the body is more than the limit of {limit} bytes",
+                hint="send smaller batches or raise ingest.max_body_bytes",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(ctx: ApiContext) -> Starlette:
+    cfg = ctx.config
+
+    async def ingest(request: Request) -> Response:
+        if not ctx.accepting:
+            raise StreamError("shutting down, not taking input", hint="retry in a moment")
+        topic = request.query_params.get("topic")
+        if not topic:
+            raise IngestError(
+                "the query parameter 'topic' is missing",
+                hint="POST /api/v1/ingest?topic=farm/gh-01/telemetry",
+            )
+        subject = subject_for_topic(cfg.stream.subject_prefix, topic)
+        body = await _read_body(request, cfg.ingest.max_body_bytes)
+        accepted, rejected = parse_body(body, request.headers.get("content-type"))
+        messages = pack_messages(accepted, cfg.stream.max_payload)
+        if messages:
+            await ctx.client.publish_many(subject, messages)
+        ctx.metrics.ingested.inc(len(accepted))
+        ctx.metrics.rejected.inc(len(rejected))
+        result = {
+            "accepted": len(accepted),
+            "rejected": [{"index": r.index, "error": r.error} for r in rejected],
+        }
+        return JSONResponse(result, status_code=200 if accepted else 400)
+
+    async def query(request: Request) -> Response:
+        try:
+            payload = orjson.loads(await _read_body(request, 1024 * 1024))
+        except orjson.JSONDecodeError:
+            raise QueryError(
+                "the body is not JSON", hint='send {"sql": "SELECT ..."}'
+            ) from None
+        sql = payload.get("sql") if isinstance(payload, dict) else None
+        if not isinstance(sql, str) or not sql.strip():
+            raise QueryError("'sql' is missing or empty", hint='send {"sql": "SELECT ..."}')
+        max_rows = payload.get("max_rows", cfg.query.max_rows)
+        if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 0:
+            raise QueryError("'max_rows' must be a non-negative integer")
+        max_rows = min(max_rows, cfg.query.max_rows)
+        tails = {"telemetry": ctx.writer.uncommitted_arrow()} if ctx.writer else {}
+        result = await asyncio.to_thread(
+            ctx.engine.execute, sql, tails=tails, max_rows=max_rows
+        )
+        return JSONResponse(result.to_json())
+
+    async def tables(request: Request) -> Response:
+        names = await asyncio.to_thread(ctx.engine.table_names)
+        return JSONResponse({"tables": names})
+
+    async def describe(request: Request) -> Response:
+        info = await asyncio.to_thread(ctx.engine.describe, request.path_params["name"])
+        return JSONResponse(info)
+
+    async def healthz(request: Request) -> Response:
+        stream_ok = ctx.client.connected
+        writer_ok = ctx.writer is None or ctx.writer.ready.is_set()
+        ok = stream_ok and writer_ok and ctx.accepting
+        body = {
+            "status": "ok" if ok else "degraded",
+            "stream": "connected" if stream_ok else "disconnected",
+            "writer": "running" if writer_ok else "starting",
+            "accepting": ctx.accepting,
+        }
+        if ctx.nats_restarts is not None:
+            body["nats_restarts"] = ctx.nats_restarts()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SensorlakeError)
+        if exc.status >= 500:
+            log.warning("%s %s failed: %s", request.method, request.url.path, exc)
+        return _error(exc)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/api/v1/ingest", ingest, methods=["POST"]),
+            Route("/api/v1/query", query, methods=["POST"]),
+            Route("/api/v1/tables", tables, methods=["GET"]),
+            Route("/api/v1/tables/{name}", describe, methods=["GET"]),
+        ],
+        exception_handlers={SensorlakeError: on_error},
+    )

@@ -1,0 +1,5 @@
+"""`python -m sensorlake.cli`."""
+
+from sensorlake.cli.main import main
+
+main()

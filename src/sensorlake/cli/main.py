@@ -1,0 +1,186 @@
+"""The `sensorlake` command: small functions over the library, one place that turns our errors
+into a message and exit code 1."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from sensorlake import __version__
+from sensorlake.cli.output import Format, emit_doc, emit_rows
+from sensorlake.config import DEFAULT_CONFIG_FILE, Config, load_config, render_example
+from sensorlake.errors import SensorlakeError
+from sensorlake.logs import configure_logging
+
+app = typer.Typer(
+    name="sensorlake",
+    help="Self-hosted IoT sensor pipeline: MQTT/HTTP in, durable stream, Iceberg lake, SQL out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="sensorlake.toml to read (default ./sensorlake.toml)."),
+]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", "-d", help="Data folder (default ./sensorlake-data).")
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+
+
+def _load(config: Path | None, data_dir: Path | None, **server: Any) -> Config:
+    overrides: dict[str, Any] = {"data_dir": data_dir}
+    server = {k: v for k, v in server.items() if v is not None}
+    if server:
+        overrides["server"] = server
+    cfg = load_config(config, overrides)
+    configure_logging(cfg.log.level, cfg.log.json_format)
+    return cfg
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
+    mqtt_port: Annotated[int | None, typer.Option(help="MQTT port (default 1883).")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port (default 8080).")] = None,
+) -> None:
+    """Run the whole pipeline: MQTT + HTTP ingest, stream, lake writer, query API."""
+    from sensorlake.cli.runner import run_up
+
+    cfg = _load(config, data_dir, host=host, mqtt_port=mqtt_port, http_port=http_port)
+    asyncio.run(run_up(cfg, on_ready=_print_banner))
+
+
+def _print_banner(cfg: Config) -> None:
+    host = cfg.server.host
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
+    out = Console()
+    out.print(f"[bold green]sensorlake {__version__} is up[/]  (data in {cfg.data_dir})")
+    out.print(f"  MQTT   mqtt://{host}:{cfg.server.mqtt_port}")
+    out.print(f"  HTTP   http://{host}:{cfg.server.http_port}   (/healthz, /metrics, /api/v1/…)")
+    out.print("  Try:")
+    out.print(
+        f"    mosquitto_pub -h {shown} -p {cfg.server.mqtt_port} -q 1 "
+        "-t farm/gh-01/telemetry -m '{\"temperature\": 21.5}'"
+    )
+    out.print(
+        f"    curl -s -H 'Content-Type: application/json' -d '{{\"temperature\": 21.5}}' "
+        f"'http://{shown}:{cfg.server.http_port}/api/v1/ingest?topic=farm/gh-01/telemetry'"
+    )
+    out.print('    sensorlake query "SELECT device_id, ts, temperature FROM telemetry"')
+    out.print("  Ctrl-C stops (buffered readings are committed first).")
+    sys.stdout.flush()
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path(DEFAULT_CONFIG_FILE),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented sensorlake.toml with every setting and its default."""
+    if path.exists() and not force:
+        raise SensorlakeError(f"{path} already exists", hint="pass --force to overwrite it")
+    path.write_text(render_example(), encoding="utf-8")
+    Console().print(f"wrote {path}")
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="One SELECT statement.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    fmt: FormatOpt = Format.table,
+    max_rows: Annotated[int, typer.Option(help="Most rows to print.")] = 10_000,
+) -> None:
+    """Run read-only SQL over the lake (fresh readings included while `up` runs)."""
+    from sensorlake.query.engine import QueryEngine
+    from sensorlake.query.fresh import stream_tail
+
+    cfg = _load(config, data_dir)
+    engine = QueryEngine(cfg)
+    tail = asyncio.run(stream_tail(cfg, engine))
+    result = engine.execute(sql, tails={"telemetry": tail}, max_rows=max_rows)
+    extra = {"uncommitted_rows": result.uncommitted_rows, "truncated": result.truncated}
+    emit_rows(result.columns, result.rows, fmt, extra=extra)
+    if fmt is Format.table:
+        note = f"{len(result.rows)} rows"
+        if result.uncommitted_rows:
+            note += f"; {result.uncommitted_rows} uncommitted readings were visible"
+        if result.truncated:
+            note += f" (truncated at {max_rows})"
+        err.print(f"[dim]{note}[/]")
+
+
+@app.command()
+def tables(config: ConfigOpt = None, data_dir: DataDirOpt = None, fmt: FormatOpt = Format.table
+           ) -> None:
+    """List the lake's tables."""
+    from sensorlake.query.engine import QueryEngine
+
+    engine = QueryEngine(_load(config, data_dir))
+    rows = []
+    for name in engine.table_names():
+        info = engine.describe(name)
+        rows.append((name, info["rows"], info["files"], info["snapshots"]))
+    emit_rows(["table", "rows", "files", "snapshots"], rows, fmt)
+
+
+@app.command()
+def describe(
+    table: Annotated[str, typer.Argument(help="Table name, e.g. telemetry.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Columns, types, row count, files and snapshots of one table."""
+    from sensorlake.query.engine import QueryEngine
+
+    info = QueryEngine(_load(config, data_dir)).describe(table)
+    if fmt is Format.json:
+        emit_doc(info, fmt)
+        return
+    columns = [(c["name"], c["type"], c["doc"]) for c in info["columns"]]
+    emit_rows(["column", "type", "doc"], columns, fmt)
+    if fmt is Format.table:
+        emit_doc({k: v for k, v in info.items() if k != "columns"}, fmt)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    Console().print(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except (SensorlakeError, BaseExceptionGroup) as exc:
+        found = _ours(exc)
+        if found is None:
+            raise
+        err.print(f"[bold red]error:[/] {found}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _ours(exc: BaseException) -> SensorlakeError | None:
+    """Our error inside task-group wrappers, which the event loop adds around it."""
+    if isinstance(exc, SensorlakeError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _ours(inner)
+            if found is not None:
+                return found
+    return None

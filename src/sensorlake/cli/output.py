@@ -1,0 +1,59 @@
+"""One output layer for every command: `--format table|csv|json`."""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from sensorlake.query.engine import jsonable
+
+
+class Format(enum.StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _cell(value: Any) -> str:
+    value = jsonable(value)
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def emit_rows(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: Format,
+    extra: dict[str, Any] | None = None, console: Console | None = None,
+) -> None:
+    if fmt is Format.json:
+        doc = {"columns": list(columns), "rows": [[jsonable(v) for v in r] for r in rows]}
+        sys.stdout.write(orjson.dumps({**doc, **(extra or {})}).decode() + "\n")
+    elif fmt is Format.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[_cell(v) for v in r] for r in rows])
+        sys.stdout.write(buf.getvalue())
+    else:
+        table = Table(*columns, show_lines=False, header_style="bold")
+        for row in rows:
+            table.add_row(*(_cell(v) for v in row))
+        (console or Console()).print(table)
+
+
+def emit_doc(doc: dict[str, Any], fmt: Format, console: Console | None = None) -> None:
+    if fmt is Format.json:
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+        return
+    rows = [(k, v) for k, v in doc.items() if not isinstance(v, list)]
+    emit_rows(["key", "value"], rows, fmt, console=console)

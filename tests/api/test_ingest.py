@@ -1,0 +1,99 @@
+"""Readings in over real MQTT and real HTTP, out through SQL — on a running `sensorlake up`."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import Sensorlake
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_mqtt_reading_is_queryable_within_a_second(lake: Sensorlake, device: str, qos: int) -> None:
+    topic = f"farm/{device}/telemetry"
+    sent = time.monotonic()
+    lake.mqtt_publish(topic, [orjson.dumps({"temperature": 21.5, "humidity": 60})], qos=qos)
+    rows = lake.wait_rows(
+        f"SELECT device_id, topic, temperature, humidity FROM telemetry "
+        f"WHERE device_id = '{device}'", 1, timeout=5)
+    assert time.monotonic() - sent < 1.5
+    assert rows == [[device, topic, 21.5, 60.0]]
+
+
+def test_mqtt_json_array_from_a_gateway_becomes_many_readings(lake: Sensorlake, device: str
+                                                              ) -> None:
+    batch = [{"device_id": f"{device}-{i}", "co2": 400 + i, "ts": 1_779_000_000 + i}
+             for i in range(5)]
+    lake.mqtt_publish(f"gw/{device}/batch", [orjson.dumps(batch)])
+    rows = lake.wait_rows(
+        f"SELECT device_id, co2, epoch(ts) FROM telemetry WHERE device_id LIKE '{device}-%' "
+        "ORDER BY device_id", 5)
+    assert rows == [[f"{device}-{i}", 400.0 + i, 1_779_000_000.0 + i] for i in range(5)]
+
+
+def test_http_object_array_and_ndjson(lake: Sensorlake, device: str) -> None:
+    topic = f"farm/{device}/telemetry"
+    assert lake.ingest(topic, {"temperature": 1}).json() == {"accepted": 1, "rejected": []}
+    reply = lake.ingest(topic, [{"temperature": 2}, "nope", {"temperature": 3}])
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "accepted": 2, "rejected": [{"index": 1, "error": "expected a JSON object, got a string"}]
+    }
+    ndjson = b'{"temperature": 4}\n{"temperature": 5}\n{broken\n'
+    reply = lake.ingest(topic, ndjson, "application/x-ndjson")
+    assert reply.json()["accepted"] == 2
+    assert reply.json()["rejected"][0]["index"] == 2
+    rows = lake.wait_rows(
+        f"SELECT temperature FROM telemetry WHERE device_id = '{device}' ORDER BY 1", 5)
+    assert [r[0] for r in rows] == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_http_batches_travel_in_few_stream_messages(lake: Sensorlake, device: str) -> None:
+    readings = b"\n".join(orjson.dumps({"i": i}) for i in range(2000))
+    assert lake.ingest(f"farm/{device}/t", readings, "application/x-ndjson").json()[
+        "accepted"] == 2000
+    rows = lake.wait_rows(
+        f"SELECT count(*), count(DISTINCT seq) FROM telemetry WHERE device_id = '{device}' "
+        "HAVING count(*) = 2000", 1)
+    assert rows[0][0] == 2000
+    assert rows[0][1] == 1  # 2000 small readings fit one stream message
+
+
+def test_http_errors_are_specific_and_write_nothing(lake: Sensorlake, device: str) -> None:
+    topic = f"farm/{device}/telemetry"
+    too_big = b'{"x": "' + b"a" * (17 * 1024 * 1024) + b'"}'
+    reply = lake.ingest(topic, too_big)
+    assert reply.status_code == 413
+    assert "limit" in reply.json()["error"]
+    reply = httpx.post(f"{lake.url}/api/v1/ingest", params={"topic": topic},
+                       content=b'{"x": 1}', headers={"Content-Type": "text/plain"})
+    assert reply.status_code == 415
+    assert "application/json" in reply.json()["hint"]
+    reply = httpx.post(f"{lake.url}/api/v1/ingest", content=b"{}",
+                       headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400
+    assert "topic" in reply.json()["error"]
+    assert lake.ingest("farm/+/x", {"x": 1}).status_code == 400
+    reply = lake.ingest(topic, [1, 2])
+    assert reply.status_code == 400
+    assert reply.json()["accepted"] == 0
+    time.sleep(0.3)
+    assert lake.rows(f"SELECT count(*) FROM telemetry WHERE device_id = '{device}'") == [[0]]
+
+
+def test_health_and_metrics(lake: Sensorlake, device: str) -> None:
+    health = httpx.get(f"{lake.url}/healthz").json()
+    assert health["status"] == "ok"
+    assert health["stream"] == "connected"
+    lake.ingest(f"farm/{device}/t", {"x": 1})
+    text = httpx.get(f"{lake.url}/metrics").text
+    for name in ("sensorlake_readings_ingested_total", "sensorlake_readings_committed_total",
+                 "sensorlake_readings_dead_lettered_total", "sensorlake_consumer_lag_messages",
+                 "sensorlake_flush_duration_seconds_bucket"):
+        assert name in text
+    ingested = next(line for line in text.splitlines()
+                    if line.startswith("sensorlake_readings_ingested_total"))
+    assert float(ingested.split()[-1]) >= 1

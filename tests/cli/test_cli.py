@@ -1,0 +1,73 @@
+"""The `sensorlake` command as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+from pathlib import Path
+
+import orjson
+
+from tests.conftest import SENSORLAKE, Sensorlake
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SENSORLAKE, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=60, check=False)
+
+
+def test_init_writes_a_config_that_up_accepts(tmp_path: Path) -> None:
+    assert run("init", cwd=tmp_path).returncode == 0
+    assert "[server]" in (tmp_path / "sensorlake.toml").read_text()
+    again = run("init", cwd=tmp_path)
+    assert again.returncode == 1
+    assert "--force" in again.stderr
+
+
+def test_config_errors_exit_1_with_the_key(tmp_path: Path) -> None:
+    (tmp_path / "sensorlake.toml").write_text("[lake]\nflush_intervall = 5\n")
+    result = run("tables", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "lake.flush_intervall" in result.stderr
+    assert "flush_interval" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_up_refuses_a_busy_port_with_a_clear_message(lake: Sensorlake, tmp_path: Path) -> None:
+    result = run("up", "--data-dir", str(tmp_path / "d"), "--http-port", str(lake.http_port),
+                 "--mqtt-port", "1")
+    assert result.returncode == 1
+    assert "--http-port" in result.stderr
+
+
+def test_query_formats(lake: Sensorlake, device: str) -> None:
+    lake.ingest(f"farm/{device}/t", [{"temperature": 1.5}, {"temperature": 2.5}])
+    lake.wait_rows(f"SELECT 1 FROM telemetry WHERE device_id = '{device}'", 2)
+    sql = f"SELECT device_id, temperature FROM telemetry WHERE device_id = '{device}' ORDER BY 2"
+    as_json = orjson.loads(lake.cli("query", sql, "--format", "json").stdout)
+    assert as_json["columns"] == ["device_id", "temperature"]
+    assert as_json["rows"] == [[device, 1.5], [device, 2.5]]
+    as_csv = list(csv.reader(io.StringIO(lake.cli("query", sql, "-f", "csv").stdout)))
+    assert as_csv == [["device_id", "temperature"], [device, "1.5"], [device, "2.5"]]
+    table = lake.cli("query", sql).stdout
+    assert device in table
+    assert "2.5" in table
+
+
+def test_tables_and_describe(lake: Sensorlake) -> None:
+    out = lake.cli("tables", "-f", "json").stdout
+    names = [row[0] for row in orjson.loads(out)["rows"]]
+    assert names == ["dead_letter", "telemetry"]
+    info = orjson.loads(lake.cli("describe", "telemetry", "-f", "json").stdout)
+    assert info["table"] == "telemetry"
+    assert info["columns"][0]["name"] == "topic"
+    missing = lake.cli("describe", "nosuch", check=False)
+    assert missing.returncode == 1
+    assert "sensorlake tables" in missing.stderr
+
+
+def test_read_only_guard_in_the_cli(lake: Sensorlake) -> None:
+    result = lake.cli("query", "SELECT * FROM read_csv('/etc/passwd')", check=False)
+    assert result.returncode == 1
+    assert "outside the warehouse" in result.stderr

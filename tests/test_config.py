@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from sensorlake.config import documented_keys, load_config, render_example
+from sensorlake.errors import ConfigError
+
+
+def test_defaults_need_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(environ={})
+    assert (cfg.server.host, cfg.server.mqtt_port, cfg.server.http_port) == (
+        "127.0.0.1", 1883, 8080)
+    assert cfg.data_dir == tmp_path / "sensorlake-data"
+    assert cfg.lake.flush_interval == 10.0
+    assert cfg.ingest.max_body_bytes == 16 * 1024 * 1024
+
+
+def test_precedence_file_then_env_then_options(tmp_path: Path) -> None:
+    path = tmp_path / "sensorlake.toml"
+    path.write_text('data_dir = "here"\n[server]\nhttp_port = 9000\nmqtt_port = 1884\n')
+    cfg = load_config(path, {"server": {"mqtt_port": 1999}},
+                      environ={"SENSORLAKE_SERVER__HTTP_PORT": "9100"})
+    assert cfg.server.http_port == 9100
+    assert cfg.server.mqtt_port == 1999
+    assert cfg.data_dir == tmp_path / "here"  # relative to the file, not the cwd
+
+
+def test_unknown_key_names_the_key_and_suggests_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "sensorlake.toml"
+    path.write_text("[server]\nhtp_port = 9000\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.key == "server.htp_port"
+    assert "did you mean 'http_port'" in str(caught.value)
+
+
+def test_invalid_value_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"server\.http_port.*99999"):
+        load_config(None, environ={"SENSORLAKE_SERVER__HTTP_PORT": "99999"})
+    with pytest.raises(ConfigError, match=r"ingest\.device_id_from"):
+        load_config(None, {"ingest": {"device_id_from": "payload"}}, environ={})
+
+
+def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "sensorlake.toml"
+    path.write_text("[server\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path, environ={})
+    with pytest.raises(ConfigError, match="sensorlake init"):
+        load_config(tmp_path / "missing.toml", environ={})
+
+
+def test_example_config_lists_every_key_and_loads(tmp_path: Path) -> None:
+    text = render_example()
+    for key in documented_keys():
+        assert f"{key.split('.')[-1]} = " in text
+    path = tmp_path / "sensorlake.toml"
+    path.write_text(text)
+    load_config(path, environ={})
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    missing = [key for key in documented_keys() if f"`{key}`" not in doc]
+    assert not missing, f"docs/configuration.md lacks {missing}"
