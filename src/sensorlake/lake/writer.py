@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
@@ -50,11 +49,12 @@ from sensorlake.lake.tables import (
 )
 from sensorlake.metrics import Metrics
 from sensorlake.stream.connection import StreamClient
+from sensorlake.stream.feed import Delivery
 from sensorlake.stream.subjects import is_device_subject
 
 log = logging.getLogger(__name__)
 
-FETCH_BATCH = 2000
+FETCH_BATCH = 10_000
 FETCH_TIMEOUT = 0.2
 FAULT_ENV = "SENSORLAKE_FAULT"
 """Fault injection for the crash tests: `kill-after-commit` makes the process kill -9 itself
@@ -89,9 +89,10 @@ class LakeWriter:
         self._stream_identity = ""
         self._buffer = Batch()
         self._buffer_started = time.monotonic()
-        self._last_msg: Msg | None = None
+        self._last_msg: Delivery | None = None
         self._committing: Batch | None = None
         self._committing_arrow: tuple[Batch, pa.Table | None] | None = None
+        self._filling_arrow: tuple[Batch, int, pa.Table | None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._seen_seq = 0
         self.ready = asyncio.Event()
@@ -127,10 +128,14 @@ class LakeWriter:
             cached = self._committing_arrow[1]
             if cached is not None:
                 tables.append(cached)
-        if len(self._buffer):
-            filling = arrow_for_query([self._buffer], schema)
-            if filling is not None:
-                tables.append(filling)
+        buffer = self._buffer
+        if len(buffer):
+            cached_fill = self._filling_arrow
+            if cached_fill is None or cached_fill[0] is not buffer or cached_fill[1] != len(buffer):
+                cached_fill = (buffer, len(buffer), arrow_for_query([buffer], schema))
+                self._filling_arrow = cached_fill
+            if cached_fill[2] is not None:
+                tables.append(cached_fill[2])
         if not tables:
             return None
         return pa.concat_tables(tables, promote_options="permissive")
@@ -145,7 +150,8 @@ class LakeWriter:
             self._committed[name] = committed_seq(table, self._stream_identity)
         self._seen_seq = self._committed[TELEMETRY]
         ack_wait = max(60.0, self._config.lake.flush_interval * 6)
-        sub = await self._client.writer_subscription(ack_wait)
+        feed = await self._client.writer_feed(ack_wait)
+        max_bytes = max(1024 * 1024, min(self._config.lake.flush_bytes // 4, 16 * 1024 * 1024))
         log.info(
             "lake writer resuming after seq %s (dead letters after %s)",
             self._committed[TELEMETRY], self._committed[DEAD_LETTER],
@@ -158,9 +164,7 @@ class LakeWriter:
             if self._due():
                 await self._start_commit()
             try:
-                msgs = await sub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT)
-            except TimeoutError:
-                continue
+                msgs = await feed.fetch(FETCH_BATCH, max_bytes, FETCH_TIMEOUT)
             except (NatsError, OSError) as exc:
                 log.warning("fetch from the stream failed (%s); retrying", exc)
                 await asyncio.sleep(backoff)
@@ -168,17 +172,17 @@ class LakeWriter:
                 continue
             backoff = 0.1
             self._add(msgs)
+        await feed.stop()
         await self._start_commit()
         if self._commit_task is not None:
             await self._commit_task
         await self._update_lag()
 
-    def _add(self, msgs: list[Msg]) -> None:
+    def _add(self, msgs: list[Delivery]) -> None:
         prefix = self._config.stream.subject_prefix
         before = len(self._buffer)
         for msg in msgs:
-            meta = msg.metadata
-            seq = meta.sequence.stream
+            seq = msg.seq
             if seq <= self._seen_seq:
                 continue  # redelivered while its commit was in flight, or committed before a crash
             self._seen_seq = seq
@@ -188,8 +192,7 @@ class LakeWriter:
                 continue
             if not len(self._buffer) and not self._buffer.messages:
                 self._buffer_started = time.monotonic()
-            received_us = int(meta.timestamp.timestamp() * 1_000_000)
-            self._decoder.add(self._buffer, seq, msg.subject, received_us, msg.data)
+            self._decoder.add(self._buffer, seq, msg.subject, msg.timestamp_ns // 1000, msg.data)
         self._metrics.received.inc(len(self._buffer) - before)
         self._metrics.buffered.set(len(self._buffer))
 
@@ -216,12 +219,12 @@ class LakeWriter:
         self._buffer_started = time.monotonic()
         self._last_msg = None
         self._committing = batch
-        last_seq = last_msg.metadata.sequence.stream
+        last_seq = last_msg.seq
         self._commit_task = asyncio.create_task(
             self._commit_and_ack(batch, last_msg, last_seq), name="lake-commit"
         )
 
-    async def _commit_and_ack(self, batch: Batch, last_msg: Msg, last_seq: int) -> None:
+    async def _commit_and_ack(self, batch: Batch, last_msg: Delivery, last_seq: int) -> None:
         delay = 0.5
         while True:
             try:
@@ -236,8 +239,9 @@ class LakeWriter:
         if os.environ.get(FAULT_ENV) == "kill-after-commit" and result.rows:
             os.kill(os.getpid(), signal.SIGKILL)
         try:
-            await last_msg.ack()
-        except NatsError as exc:  # redelivery is harmless: the committed seq makes it a no-op
+            await self._client.ack_through(last_msg.reply)
+        except (NatsError, SensorlakeError, TimeoutError) as exc:
+            # Harmless: the redelivered messages are at or below the committed sequence.
             log.warning("ack of seq %s failed (%s); it will be redelivered and skipped",
                         last_seq, exc)
         self._committing = None

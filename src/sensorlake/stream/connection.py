@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 
 from sensorlake.config import Config
 from sensorlake.errors import StreamError
+from sensorlake.stream.feed import PullFeed
 from sensorlake.stream.server import StreamCredentials, stream_credentials
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,8 @@ class StreamClient:
             raise StreamError(f"cannot read stream {self.stream_name}: {exc}") from exc
         return StreamPosition(_identity(self.stream_name, info.created), info.state.last_seq)
 
-    async def writer_subscription(self, ack_wait: float) -> JetStreamContext.PullSubscription:
-        """The lake writer's durable pull consumer; shared by every worker that writes the lake."""
+    async def writer_feed(self, ack_wait: float) -> PullFeed:
+        """The lake writer's durable pull consumer (created or updated), as a fast feed."""
         config = ConsumerConfig(
             durable_name=WRITER_CONSUMER,
             ack_policy=AckPolicy.ALL,
@@ -150,14 +151,20 @@ class StreamClient:
             max_waiting=64,
         )
         try:
-            return await self.js.pull_subscribe(
-                f"{self.subject_prefix}.>",
-                durable=WRITER_CONSUMER,
-                stream=self.stream_name,
-                config=config,
-            )
+            await self.js.add_consumer(self.stream_name, config)
         except NatsError as exc:
             raise StreamError(f"cannot create the lake writer's consumer: {exc}") from exc
+        assert self._nc is not None
+        feed = PullFeed(self._nc, self.stream_name, WRITER_CONSUMER)
+        await feed.start()
+        return feed
+
+    async def ack_through(self, reply: str) -> None:
+        """Ack one delivery of an ack-all consumer: everything up to it is acknowledged."""
+        if self._nc is None:
+            raise StreamError("not connected to NATS")
+        await self._nc.publish(reply, b"+ACK")
+        await self._nc.flush(timeout=5)
 
     async def consumer_pending(self, consumer: str = WRITER_CONSUMER) -> int:
         """Messages the consumer has not yet been delivered plus those delivered but unacked."""
