@@ -8,6 +8,7 @@ and the raw bytes, so nothing is lost and nothing stops the writer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from sensorlake.lake.tables import BASE_COLUMNS, DEAD_LETTER_ARROW, RESERVED
 from sensorlake.stream.subjects import topic_for_subject
 
 _TS_TYPE = pa.timestamp("us", tz="UTC")
+_RENAMED = RESERVED - {"device_id", "ts"}
 
 
 @dataclass
@@ -74,6 +76,8 @@ class Batch:
     last_seq: int = 0
     nbytes: int = 0
     messages: int = 0
+    maybe_bools: bool = False
+    """Some message's bytes contain `true` or `false` (a cheap, conservative test)."""
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -93,6 +97,8 @@ class Decoder:
         batch.last_seq = max(batch.last_seq, seq)
         batch.nbytes += len(data)
         batch.messages += 1
+        if not batch.maybe_bools and (b"true" in data or b"false" in data):
+            batch.maybe_bools = True
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -133,12 +139,11 @@ class Decoder:
                 raw if raw is not None else orjson.dumps(payload),
             )
             return
-        if not RESERVED.isdisjoint(payload.keys()):
-            payload = {
-                (f"payload_{k}" if k in RESERVED else k): v
-                for k, v in payload.items()
-                if k not in ("device_id", "ts")
-            }
+        # `device_id` and `ts` in the payload fill the base columns of the same name (which
+        # batch_to_arrow takes from the lists below, never from the payload); other base
+        # names would collide, so they keep their value under a `payload_` name.
+        if not _RENAMED.isdisjoint(payload.keys()):
+            payload = {(f"payload_{k}" if k in _RENAMED else k): v for k, v in payload.items()}
         batch.topics.append(topic)
         batch.device_ids.append(device_id)
         batch.ts_us.append(ts)
@@ -151,23 +156,25 @@ class Decoder:
 def evolve_schema(batch: Batch, schema: pa.Schema) -> pa.Schema:
     """`schema` plus the columns and struct fields this batch brings; unchanged if none."""
     known = set(schema.names)
-    new_keys: dict[str, None] = {}
-    for payload in batch.payloads:
-        keys = payload.keys()
-        if not keys <= known:
-            for key in keys:
-                if key not in known:
-                    new_keys[key] = None
+    # Every payload's keys in first-seen order (so new columns keep the payload's order),
+    # gathered in C: iterating a dict yields its keys.
+    new_keys = [k for k in dict.fromkeys(chain.from_iterable(batch.payloads)) if k not in known]
     nested = [f for f in schema if f.name not in BASE_COLUMNS and _nested(f.type)]
     if not new_keys and not nested:
         return schema
     fields = {f.name: f for f in schema}
     for name in [*new_keys, *(f.name for f in nested)]:
         typ = fields[name].type if name in fields else None
-        for payload in batch.payloads:
-            value = payload.get(name)
-            if value is not None:
-                typ = merge_types(typ, infer_type(value))
+        values = [p.get(name) for p in batch.payloads]
+        # A scalar's type follows from its Python type alone; only objects and arrays need a
+        # look inside, value by value, for the fields they may add.
+        for kind in dict.fromkeys(map(type, values)):  # first seen first: it wins conflicts
+            if kind is dict or kind is list:
+                for value in values:
+                    if type(value) is kind:
+                        typ = merge_types(typ, infer_type(value))
+            elif kind is not type(None):
+                typ = merge_types(typ, infer_type(next(v for v in values if type(v) is kind)))
         if typ is None:
             continue
         fields[name] = fields[name].with_type(typ) if name in fields else pa.field(name, typ)
@@ -192,9 +199,14 @@ def batch_to_arrow(batch: Batch, schema: pa.Schema) -> tuple[pa.Table, list[tupl
         "received_at": batch.received_us,
         "seq": batch.seqs,
     }
+    payload_fields = [f for f in schema if f.name not in base]
+    columns = _payload_columns_fast(batch, payload_fields)
     for f in schema:
         if f.name in base:
             arrays.append(pa.array(base[f.name], type=f.type))
+            continue
+        if columns is not None:
+            arrays.append(columns[f.name])
             continue
         values = [p.get(f.name) for p in batch.payloads]
         array, bad = build_column(values, f.type, f.name)
@@ -208,6 +220,23 @@ def batch_to_arrow(batch: Batch, schema: pa.Schema) -> tuple[pa.Table, list[tupl
     if table.num_rows > 1:
         table = table.sort_by([("device_id", "ascending"), ("ts", "ascending")])
     return table, sorted(conflicts.items())
+
+
+def _payload_columns_fast(batch: Batch, fields: list[pa.Field]) -> dict[str, pa.Array] | None:
+    """Every payload column in one C++ conversion, or None when that cannot be trusted.
+
+    Arrow refuses strings where numbers are due (numeric strings, conflicts) — then the
+    per-column path sorts them out. It would silently read booleans as numbers, so batches
+    whose raw bytes hold `true`/`false` anywhere take the per-column path too. Unknown keys
+    cannot be dropped silently: evolve_schema has already added every key of this batch.
+    """
+    if batch.maybe_bools or not fields:
+        return None
+    try:
+        struct = pa.array(batch.payloads, type=pa.struct(fields))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        return None
+    return {f.name: struct.field(i) for i, f in enumerate(fields)}
 
 
 def conflicts_to_dead(batch: Batch, conflicts: list[tuple[int, str]], dead: DeadLetters) -> None:

@@ -161,7 +161,7 @@ def build_column(
         # Arrow silently drops unknown struct keys and reads bools as numbers; only trust the
         # fast path for flat types where it is strict.
         try:
-            if not (pa.types.is_floating(typ) and any(isinstance(v, bool) for v in values)):
+            if not (pa.types.is_floating(typ) and bool in set(map(type, values))):
                 return pa.array(values, type=typ), {}
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
             pass

@@ -1,0 +1,62 @@
+"""Decoding stream messages into Arrow: the fast C++ path and the careful path must agree."""
+
+from __future__ import annotations
+
+import orjson
+import pyarrow as pa
+
+from sensorlake.ingest.identity import IdentityRules
+from sensorlake.lake.records import Batch, Decoder, batch_to_arrow, evolve_schema
+from sensorlake.lake.tables import TELEMETRY_SCHEMA
+
+NOW_US = 1_790_000_000_000_000
+
+
+def decode(*payloads: object) -> Batch:
+    decoder = Decoder(IdentityRules(), "dev")
+    batch = Batch()
+    for seq, payload in enumerate(payloads, start=1):
+        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        decoder.add(batch, seq, "dev.farm.gh-01.telemetry", NOW_US, data)
+    return batch
+
+
+def to_table(batch: Batch) -> tuple[pa.Table, list[tuple[int, str]]]:
+    schema = evolve_schema(batch, TELEMETRY_SCHEMA.as_arrow())
+    return batch_to_arrow(batch, schema)
+
+
+def test_first_seen_type_wins_and_later_conflicts_are_reported() -> None:
+    table, conflicts = to_table(decode({"t": 1}, {"t": "400"}, {"t": "hot"}, [{"t": 2}]))
+    assert table.column("t").to_pylist() == [1.0, 400.0, 2.0]
+    assert conflicts == [(2, 'field \'t\': cannot read "hot" as double')]
+
+
+def test_booleans_are_never_read_as_numbers() -> None:
+    table, conflicts = to_table(decode({"t": 1.5}, {"t": True}))
+    assert table.column("t").to_pylist() == [1.5]
+    assert [row for row, _ in conflicts] == [1]
+
+
+def test_payload_identity_fields_fill_the_base_columns() -> None:
+    table, _ = to_table(decode({"device_id": "probe-9", "ts": 1_790_000_000, "topic": "x"}))
+    row = table.to_pylist()[0]
+    assert row["device_id"] == "probe-9"
+    assert row["ts"].timestamp() == 1_790_000_000
+    assert row["topic"] == "farm/gh-01/telemetry"
+    assert row["payload_topic"] == "x"  # a payload field may not overwrite a base column
+    assert "ts" not in [n for n in table.column_names if n.startswith("payload_")]
+
+
+def test_new_columns_keep_payload_order_and_rows_are_sorted() -> None:
+    batch = decode({"device_id": "b", "zeta": 1, "alpha": 2}, {"device_id": "a", "mid": 3})
+    table, _ = to_table(batch)
+    assert table.column_names[5:] == ["zeta", "alpha", "mid"]
+    assert table.column("device_id").to_pylist() == ["a", "b"]
+
+
+def test_undecodable_and_non_object_input_become_dead_letters() -> None:
+    batch = decode(b"{oops", b"42", [1, {"ok": 1}])
+    assert len(batch) == 1
+    assert batch.dead.raws == [b"{oops", b"42", b"1"]
+    assert batch.dead.reasons[1] == "payload is not a JSON object or array"
