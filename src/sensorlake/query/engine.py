@@ -119,6 +119,7 @@ class QueryEngine:
         self._config = config
         self._catalog = catalog or open_catalog(config)
         self._namespace = config.lake.namespace
+        self._files: dict[tuple[str, int | None], list[str]] = {}
 
     @property
     def catalog(self) -> Catalog:
@@ -176,7 +177,7 @@ class QueryEngine:
         uncommitted = 0
         for name in self.table_names():
             table = self.load(name)
-            files = [_local_path(task.file.file_path) for task in table.scan().plan_files()]
+            files = self._data_files(name, table)
             parts: list[str] = []
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
@@ -200,6 +201,18 @@ class QueryEngine:
                 f"CREATE VIEW {quote_ident(name)} AS " + " UNION ALL BY NAME ".join(parts)
             )
         return uncommitted
+
+    def _data_files(self, name: str, table: Table) -> list[str]:
+        """Data files of the current snapshot. Planning reads every manifest, and a snapshot
+        never changes, so the list is kept per snapshot id (only the newest few)."""
+        snapshot = table.current_snapshot()
+        key = (name, snapshot.snapshot_id if snapshot else None)
+        files = self._files.get(key)
+        if files is None:
+            files = [_local_path(task.file.file_path) for task in table.scan().plan_files()]
+            self._files = {k: v for k, v in self._files.items() if k[0] != name}
+            self._files[key] = files
+        return files
 
     def describe(self, name: str) -> dict[str, Any]:
         table = self.load(name)
