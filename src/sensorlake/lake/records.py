@@ -17,7 +17,8 @@ import pyarrow as pa
 from sensorlake.ingest.identity import IdentityRules, TimeValueError
 from sensorlake.lake.schema import build_column, infer_type, merge_types
 from sensorlake.lake.tables import BASE_COLUMNS, DEAD_LETTER_ARROW, RESERVED
-from sensorlake.stream.subjects import topic_for_subject
+from sensorlake.stream.feed import Delivery
+from sensorlake.stream.subjects import is_device_subject, topic_for_subject
 
 _TS_TYPE = pa.timestamp("us", tz="UTC")
 _RENAMED = RESERVED - {"device_id", "ts"}
@@ -89,6 +90,15 @@ class Decoder:
     def __init__(self, identity: IdentityRules, subject_prefix: str) -> None:
         self._identity = identity
         self._prefix = subject_prefix
+
+    def add_delivery(self, batch: Batch, delivery: Delivery) -> bool:
+        """Decode one stream message; False for the MQTT listener's own bookkeeping messages,
+        which the devices-account import carries along and which are not readings."""
+        if not is_device_subject(self._prefix, delivery.subject):
+            return False
+        self.add(batch, delivery.seq, delivery.subject, delivery.timestamp_ns // 1000,
+                 delivery.data)
+        return True
 
     def add(self, batch: Batch, seq: int, subject: str, received_us: int, data: bytes) -> None:
         topic = topic_for_subject(self._prefix, subject)

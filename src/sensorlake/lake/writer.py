@@ -50,7 +50,6 @@ from sensorlake.lake.tables import (
 from sensorlake.metrics import Metrics
 from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.feed import Delivery
-from sensorlake.stream.subjects import is_device_subject
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +178,6 @@ class LakeWriter:
         await self._update_lag()
 
     def _add(self, msgs: list[Delivery]) -> None:
-        prefix = self._config.stream.subject_prefix
         before = len(self._buffer)
         for msg in msgs:
             seq = msg.seq
@@ -187,12 +185,10 @@ class LakeWriter:
                 continue  # redelivered while its commit was in flight, or committed before a crash
             self._seen_seq = seq
             self._last_msg = msg
-            if not is_device_subject(prefix, msg.subject):
-                self.skipped_internal += 1
-                continue
-            if not len(self._buffer) and not self._buffer.messages:
+            if not self._buffer.messages:
                 self._buffer_started = time.monotonic()
-            self._decoder.add(self._buffer, seq, msg.subject, msg.timestamp_ns // 1000, msg.data)
+            if not self._decoder.add_delivery(self._buffer, msg):
+                self.skipped_internal += 1
         self._metrics.received.inc(len(self._buffer) - before)
         self._metrics.buffered.set(len(self._buffer))
 

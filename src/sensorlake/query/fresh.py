@@ -21,7 +21,6 @@ from sensorlake.lake.tables import TELEMETRY, committed_seq
 from sensorlake.lake.writer import arrow_for_query
 from sensorlake.query.engine import QueryEngine
 from sensorlake.stream.connection import StreamClient
-from sensorlake.stream.subjects import is_device_subject
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +55,8 @@ async def stream_tail(config: Config, engine: QueryEngine) -> pa.Table | None:
         return None
     finally:
         await client.close()
-    prefix = config.stream.subject_prefix
-    decoder = Decoder(IdentityRules(config.ingest.device_id_from), prefix)
+    decoder = Decoder(IdentityRules(config.ingest.device_id_from), config.stream.subject_prefix)
     batch = Batch()
     for msg in msgs:
-        if is_device_subject(prefix, msg.subject):
-            meta = msg.metadata
-            decoder.add(batch, meta.sequence.stream, msg.subject,
-                        int(meta.timestamp.timestamp() * 1_000_000), msg.data)
+        decoder.add_delivery(batch, msg)
     return arrow_for_query([batch], table.schema().as_arrow()) if len(batch) else None

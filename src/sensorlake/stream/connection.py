@@ -11,7 +11,6 @@ from datetime import datetime
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -27,7 +26,7 @@ from nats.js.errors import NotFoundError
 
 from sensorlake.config import Config
 from sensorlake.errors import StreamError
-from sensorlake.stream.feed import PullFeed
+from sensorlake.stream.feed import Delivery, PullFeed, parse_ack_subject
 from sensorlake.stream.server import StreamCredentials, stream_credentials
 
 log = logging.getLogger(__name__)
@@ -188,7 +187,7 @@ class StreamClient:
             ) from exc
         return [ack.seq for ack in acks]
 
-    async def read_after(self, after_seq: int, *, limit: int = 1_000_000) -> list[Msg]:
+    async def read_after(self, after_seq: int, *, limit: int = 1_000_000) -> list[Delivery]:
         """Messages after `after_seq`, up to what the stream holds now (for fresh queries)."""
         position = await self.position()
         if position.last_seq <= after_seq:
@@ -205,15 +204,17 @@ class StreamClient:
                 mem_storage=True,
             ),
         )
-        out: list[Msg] = []
+        out: list[Delivery] = []
         try:
             while len(out) < limit:
                 try:
                     batch = await sub.fetch(min(10_000, limit - len(out)), timeout=0.5)
                 except TimeoutError:
                     break
-                out.extend(batch)
-                if batch[-1].metadata.sequence.stream >= position.last_seq:
+                for msg in batch:
+                    seq, ts = parse_ack_subject(msg.reply)
+                    out.append(Delivery(seq, ts, msg.subject, msg.data, msg.reply))
+                if out and out[-1].seq >= position.last_seq:
                     break
         finally:
             await sub.unsubscribe()
