@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pyarrow as pa
+import pytest
 
 from sensorlake.ingest.identity import IdentityRules
 from sensorlake.lake.records import Batch, Decoder, batch_to_arrow, evolve_schema
@@ -60,3 +61,29 @@ def test_undecodable_and_non_object_input_become_dead_letters() -> None:
     assert len(batch) == 1
     assert batch.dead.raws == [b"{oops", b"42", b"1"]
     assert batch.dead.reasons[1] == "payload is not a JSON object or array"
+
+
+def test_uniform_arrays_decode_exactly_like_item_by_item() -> None:
+    import sensorlake.lake.records as records
+
+    cases = [
+        [{"device_id": f"d{i}", "v": i} for i in range(20)],
+        [{"v": i, "ts": 1_790_000_000 + i} for i in range(20)],  # seconds
+        [{"v": i, "ts": 1_790_000_000_000 + i} for i in range(20)],  # milliseconds
+        [{"v": i, "ts": 1_790_000_000_000_000 + i} for i in range(20)],  # microseconds
+        [{"v": i, "ts": "2026-01-01T00:00:00Z"} for i in range(20)],  # strings: item path
+        [{"device_id": "", "v": 1}] * 10,  # empty device falls back to the topic
+    ]
+    for items in cases:
+        fast = to_table(decode(items))[0]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(records, "_UNIFORM_MIN", 10**9)
+            slow = to_table(decode(items))[0]
+        assert fast.equals(slow), items[0]
+
+
+def test_out_of_range_epochs_in_an_array_are_dead_lettered_one_by_one() -> None:
+    items = [{"v": i, "ts": 1_790_000_000} for i in range(9)] + [{"v": 9, "ts": -1e20}]
+    batch = decode(items)
+    assert len(batch) == 9
+    assert batch.dead.reasons == ["field 'ts': epoch -1e+20 is outside 1970–2200"]

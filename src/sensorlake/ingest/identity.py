@@ -13,8 +13,8 @@ from typing import Any
 DEVICE_KEYS = ("device_id", "deviceId", "device", "thing")
 TIME_KEYS = ("ts", "timestamp", "time")
 
-_MIN_US = 0  # 1970-01-01
-_MAX_US = 7_258_118_400_000_000  # 2200-01-01
+MIN_US = 0  # 1970-01-01
+MAX_US = 7_258_118_400_000_000  # 2200-01-01
 
 
 class TimeValueError(ValueError):
@@ -33,7 +33,7 @@ def epoch_to_us(value: float) -> int:
     else:
         us = value / 1_000
     result = int(us)
-    if not _MIN_US <= result <= _MAX_US:
+    if not MIN_US <= result <= MAX_US:
         raise TimeValueError(f"epoch {value!r} is outside 1970–2200")
     return result
 
@@ -58,7 +58,7 @@ def parse_time_us(value: Any) -> int:
             parsed = parsed.replace(tzinfo=UTC)
         delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
         result = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-        if not _MIN_US <= result <= _MAX_US:
+        if not MIN_US <= result <= MAX_US:
             raise TimeValueError(f"{value!r} is outside 1970–2200")
         return result
     raise TimeValueError(f"{type(value).__name__} {value!r} is not a time")

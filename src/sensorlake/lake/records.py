@@ -13,8 +13,15 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from sensorlake.ingest.identity import IdentityRules, TimeValueError
+from sensorlake.ingest.identity import (
+    DEVICE_KEYS,
+    MAX_US,
+    MIN_US,
+    IdentityRules,
+    TimeValueError,
+)
 from sensorlake.lake.schema import build_column, infer_type, merge_types
 from sensorlake.lake.tables import BASE_COLUMNS, DEAD_LETTER_ARROW, RESERVED
 from sensorlake.stream.feed import Delivery
@@ -22,6 +29,10 @@ from sensorlake.stream.subjects import is_device_subject, topic_for_subject
 
 _TS_TYPE = pa.timestamp("us", tz="UTC")
 _RENAMED = RESERVED - {"device_id", "ts"}
+_UNIFORM_MIN = 8
+_ONLY_DICT = {dict}
+_ONLY_STR = {str}
+_NUMBERS = {int, float}
 
 
 @dataclass
@@ -117,6 +128,8 @@ class Decoder:
         if isinstance(value, dict):
             self._add_reading(batch, value, topic, seq, received_us, data)
         elif isinstance(value, list):
+            if self._add_uniform(batch, value, topic, seq, received_us):
+                return
             for item in value:
                 if isinstance(item, dict):
                     self._add_reading(batch, item, topic, seq, received_us, None)
@@ -129,6 +142,48 @@ class Decoder:
             batch.dead.add(
                 topic, None, seq, received_us, "payload is not a JSON object or array", data
             )
+
+    def _add_uniform(
+        self, batch: Batch, items: list[Any], topic: str, seq: int, received_us: int
+    ) -> bool:
+        """A whole array at once, when its items are alike enough for column-wise identity and
+        time: all objects, device named the same way (or not at all), `ts` numeric everywhere
+        (or absent with its aliases), no field colliding with a base column. HTTP batches
+        usually are; anything else returns False and goes item by item."""
+        n = len(items)
+        if n < _UNIFORM_MIN or set(map(type, items)) != _ONLY_DICT:
+            return False
+        keys: set[str] = set().union(*items)
+        if not _RENAMED.isdisjoint(keys):
+            return False
+        device_keys = [k for k in DEVICE_KEYS if k in keys]
+        if not device_keys:
+            level = self._identity.device_id({}, topic)
+            devices: list[str | None] = [level] * n
+        elif device_keys == ["device_id"]:
+            devices = [p.get("device_id") for p in items]
+            if set(map(type, devices)) != _ONLY_STR or "" in devices:
+                return False
+        else:
+            return False
+        if "ts" in keys:
+            if "timestamp" in keys or "time" in keys:
+                return False
+            stamps = _epochs_to_us([p.get("ts") for p in items])
+            if stamps is None:
+                return False
+        elif "timestamp" in keys or "time" in keys:
+            return False
+        else:
+            stamps = [received_us] * n
+        batch.topics.extend([topic] * n)
+        batch.device_ids.extend(devices)
+        batch.ts_us.extend(stamps)
+        batch.received_us.extend([received_us] * n)
+        batch.seqs.extend([seq] * n)
+        batch.payloads.extend(items)
+        batch.originals.extend(items)
+        return True
 
     def _add_reading(
         self,
@@ -161,6 +216,24 @@ class Decoder:
         batch.seqs.append(seq)
         batch.payloads.append(payload)
         batch.originals.append(original)
+
+
+def _epochs_to_us(values: list[Any]) -> list[int] | None:
+    """epoch_to_us over a whole column in Arrow; None unless every value is a plain number."""
+    if not set(map(type, values)) <= _NUMBERS:
+        return None
+    seconds = pa.array(values, type=pa.float64())
+    magnitude = pc.abs(seconds)
+    us = pc.if_else(
+        pc.less(magnitude, 1e11), pc.multiply(seconds, 1e6),
+        pc.if_else(pc.less(magnitude, 1e14), pc.multiply(seconds, 1e3),
+                   pc.if_else(pc.less(magnitude, 1e17), seconds, pc.divide(seconds, 1e3))),
+    )
+    low, high = pc.min_max(us).values()
+    if low.as_py() < MIN_US or high.as_py() > MAX_US:
+        return None  # the item-by-item path names the offending reading
+    result: list[int] = pc.cast(pc.trunc(us), pa.int64()).to_pylist()
+    return result
 
 
 def evolve_schema(batch: Batch, schema: pa.Schema) -> pa.Schema:
