@@ -5,9 +5,19 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
-class Metrics:
+class _Registry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+class ApiMetrics(_Registry):
+    """Counted by the HTTP API process."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.ingested = Counter(
             "sensorlake_readings_ingested",
             "Readings accepted by the HTTP ingest API and acknowledged by the stream.",
@@ -18,6 +28,13 @@ class Metrics:
             "Readings refused by the HTTP ingest API (reported back to the sender).",
             registry=self.registry,
         )
+
+
+class WriterMetrics(_Registry):
+    """Counted by the lake writer (`sensorlake worker`), served through the API's /metrics."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.received = Counter(
             "sensorlake_readings_received",
             "Readings the lake writer read from the stream (MQTT and HTTP).",
@@ -57,6 +74,3 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
-
-    def render(self) -> bytes:
-        return bytes(generate_latest(self.registry))

@@ -26,11 +26,11 @@ from sensorlake.errors import (
     StreamError,
 )
 from sensorlake.ingest.body import pack_messages, parse_body
-from sensorlake.lake.writer import LakeWriter
-from sensorlake.metrics import Metrics
+from sensorlake.metrics import ApiMetrics
 from sensorlake.query.engine import QueryEngine
+from sensorlake.query.fresh import tail_from_stream
 from sensorlake.stream.connection import StreamClient
-from sensorlake.stream.subjects import subject_for_topic
+from sensorlake.stream.subjects import WRITER_STATUS_SUBJECT, subject_for_topic
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,14 @@ class ApiContext:
     config: Config
     client: StreamClient
     engine: QueryEngine
-    writer: LakeWriter | None = None
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
     accepting: bool = True
-    nats_restarts: Any = None
-    """Callable returning how often the embedded nats-server was restarted (None if external)."""
+    restarts: Any = None
+    """Callable returning {child: restarts} of what `up` supervises (None when nothing is)."""
+
+    async def writer_status(self) -> dict[str, Any] | None:
+        reply = await self.client.request(WRITER_STATUS_SUBJECT, wait_s=1.0)
+        return orjson.loads(reply) if reply else None
 
 
 class JSONResponse(Response):
@@ -121,7 +124,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 0:
             raise QueryError("'max_rows' must be a non-negative integer")
         max_rows = min(max_rows, cfg.query.max_rows)
-        tails = {"telemetry": ctx.writer.uncommitted_arrow()} if ctx.writer else {}
+        tails = {"telemetry": await tail_from_stream(ctx.client, cfg, ctx.engine)}
         result = await asyncio.to_thread(
             ctx.engine.execute, sql, tails=tails, max_rows=max_rows
         )
@@ -137,20 +140,25 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     async def healthz(request: Request) -> Response:
         stream_ok = ctx.client.connected
-        writer_ok = ctx.writer is None or ctx.writer.ready.is_set()
+        status = await ctx.writer_status() if stream_ok else None
+        writer_ok = bool(status and status.get("ready"))
         ok = stream_ok and writer_ok and ctx.accepting
-        body = {
+        body: dict[str, Any] = {
             "status": "ok" if ok else "degraded",
             "stream": "connected" if stream_ok else "disconnected",
-            "writer": "running" if writer_ok else "starting",
+            "writer": "running" if writer_ok else "unavailable",
             "accepting": ctx.accepting,
         }
-        if ctx.nats_restarts is not None:
-            body["nats_restarts"] = ctx.nats_restarts()
+        if status:
+            body["committed_seq"] = status.get("committed")
+        if ctx.restarts is not None:
+            body["restarts"] = ctx.restarts()
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
-        return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+        status = await ctx.writer_status()
+        writer = status["metrics"].encode() if status else b""
+        return Response(ctx.metrics.render() + writer, media_type="text/plain; version=0.0.4")
 
     async def on_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SensorlakeError)

@@ -58,7 +58,16 @@ def up(
     from sensorlake.cli.runner import run_up
 
     cfg = _load(config, data_dir, host=host, mqtt_port=mqtt_port, http_port=http_port)
-    asyncio.run(run_up(cfg, on_ready=_print_banner))
+    asyncio.run(run_up(cfg, on_ready=_print_banner, config_path=config))
+
+
+@app.command()
+def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run a lake writer against the configured stream (`up` starts one for you; start more
+    against a NATS cluster to scale out)."""
+    from sensorlake.lake.service import run_worker
+
+    asyncio.run(run_worker(_load(config, data_dir)))
 
 
 def _print_banner(cfg: Config) -> None:

@@ -1,7 +1,8 @@
-"""`sensorlake up`: the embedded nats-server, the HTTP API and the lake writer in one event loop.
+"""`sensorlake up`: the embedded nats-server and the lake writer as supervised children, and the
+HTTP API in this process.
 
-Shutdown order is what makes SIGINT/SIGTERM safe: stop taking HTTP input, let the writer flush,
-commit and ack what it holds, close the NATS connection, and only then stop nats-server.
+Shutdown order is what makes SIGINT/SIGTERM safe: stop taking HTTP input, let the writer commit
+and ack what it holds and exit, close the NATS connection, and only then stop nats-server.
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable, Generator
+from pathlib import Path
 
+import orjson
 import uvicorn
 
 from sensorlake.api.app import ApiContext, create_app
 from sensorlake.config import RUN_FILE, Config
 from sensorlake.errors import ServerStartError
 from sensorlake.lake.catalog import open_catalog
-from sensorlake.lake.writer import LakeWriter
-from sensorlake.metrics import Metrics
+from sensorlake.lake.tables import ensure_tables
+from sensorlake.metrics import ApiMetrics
 from sensorlake.query.engine import QueryEngine
 from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.server import NatsSupervisor
+from sensorlake.stream.subjects import WRITER_STATUS_SUBJECT
+from sensorlake.supervise import ChildSupervisor, spawn
 
 log = logging.getLogger(__name__)
 
@@ -56,25 +62,67 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def run_up(config: Config, on_ready: Callable[[Config], None] | None = None) -> None:
+class WorkerSupervisor(ChildSupervisor):
+    """`sensorlake worker` as a child of `up`: the lake writer in a process (a core) of its own."""
+
+    name = "lake writer"
+
+    def __init__(self, config: Config, config_path: Path | None, client: StreamClient,
+                 *, start_timeout: float = 60.0) -> None:
+        super().__init__()
+        self._argv = [sys.executable, "-m", "sensorlake.cli", "worker",
+                      "--data-dir", str(config.data_dir)]
+        if config_path is not None:
+            self._argv += ["--config", str(config_path)]
+        self._client = client
+        self._start_timeout = start_timeout
+
+    async def _spawn(self) -> None:
+        self._proc = proc = await spawn(self._argv)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._start_timeout
+        while loop.time() < deadline:
+            if proc.returncode is not None:
+                raise ServerStartError(
+                    f"the lake writer exited with code {proc.returncode} while starting",
+                    hint="its error is printed above",
+                )
+            reply = await self._client.request(WRITER_STATUS_SUBJECT, wait_s=0.5)
+            if reply and orjson.loads(reply).get("ready"):
+                return
+            await asyncio.sleep(0.05)
+        raise ServerStartError(
+            f"the lake writer was not ready within {self._start_timeout:.0f} s",
+            hint="is the catalog reachable? see lake.catalog",
+        )
+
+
+async def run_up(
+    config: Config,
+    on_ready: Callable[[Config], None] | None = None,
+    config_path: Path | None = None,
+) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     http_sock = _bind(config.server.host, config.server.http_port)
-    supervisor = NatsSupervisor(config) if config.embedded_nats else None
-    if supervisor is not None:
-        await supervisor.start()
-    metrics = Metrics()
+    nats = NatsSupervisor(config) if config.embedded_nats else None
+    if nats is not None:
+        await nats.start()
     client = StreamClient(config)
+    worker: WorkerSupervisor | None = None
     try:
         await client.connect()
+        await client.ensure_stream()
         catalog = await asyncio.to_thread(open_catalog, config)
-        writer = LakeWriter(config, client, catalog, metrics)
+        await asyncio.to_thread(ensure_tables, catalog, config.lake.namespace)
+        worker = WorkerSupervisor(config, config_path, client)
+        await worker.start()
+        supervised: list[ChildSupervisor] = [c for c in (nats, worker) if c is not None]
         ctx = ApiContext(
             config=config,
             client=client,
             engine=QueryEngine(config, catalog),
-            writer=writer,
-            metrics=metrics,
-            nats_restarts=(lambda: supervisor.restarts) if supervisor else None,
+            metrics=ApiMetrics(),
+            restarts=lambda: {child.name: child.restarts for child in supervised},
         )
         server = _Server(
             uvicorn.Config(
@@ -86,43 +134,31 @@ async def run_up(config: Config, on_ready: Callable[[Config], None] | None = Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        writer_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
-            writer_task = tasks.create_task(writer.run(writer_stop), name="lake-writer")
             server_task = tasks.create_task(server.serve(sockets=[http_sock]), name="http")
-            if supervisor is not None:
-                tasks.create_task(supervisor.supervise(), name="nats-supervisor")
-            await _wait_ready(writer, writer_task)
+            for child in supervised:
+                tasks.create_task(child.supervise(), name=f"supervise {child.name}")
             _write_run_file(config)
             if on_ready is not None:
                 on_ready(config)
-            stop_wait = asyncio.create_task(stop.wait())
-            await asyncio.wait([stop_wait, writer_task], return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            log.info("shutting down: no new input, flushing the writer")
+            await stop.wait()
+            log.info("shutting down: no new input, the writer commits what it holds")
             ctx.accepting = False
             server.should_exit = True
             await server_task
-            writer_stop.set()
-            await writer_task
-            if supervisor is not None:
-                await client.close()
-                await supervisor.stop()
+            await worker.stop(grace_s=8.0)
+            await client.close()
+            if nats is not None:
+                await nats.stop()
     finally:
         with contextlib.suppress(OSError):
             (config.data_dir / RUN_FILE).unlink()
+        if worker is not None:
+            await worker.stop(grace_s=8.0)
         await client.close()
-        if supervisor is not None:
-            await supervisor.stop()
+        if nats is not None:
+            await nats.stop()
         http_sock.close()
-
-
-async def _wait_ready(writer: LakeWriter, task: asyncio.Task[None]) -> None:
-    ready = asyncio.create_task(writer.ready.wait())
-    await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        ready.cancel()
-        task.result()  # raises the writer's startup error
 
 
 def _write_run_file(config: Config) -> None:

@@ -7,9 +7,9 @@ crash anywhere leaves either "committed and acked", or "committed, not acked" â€
 messages at or below the committed sequence are skipped â€” or "neither", and nothing is written
 twice or lost.
 
-While one buffer commits (in a thread, so the event loop keeps serving), the next one fills; a
+While one buffer commits (in a thread, so the event loop keeps pulling), the next one fills; a
 third is never started: when both are full the writer stops pulling and the stream holds the
-backlog. Both buffers are visible to queries, which is how readings are queryable before commit.
+backlog. Queries see uncommitted readings by reading the stream past the committed sequence.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 from nats.errors import Error as NatsError
@@ -47,7 +46,7 @@ from sensorlake.lake.tables import (
     committed_seq,
     ensure_tables,
 )
-from sensorlake.metrics import Metrics
+from sensorlake.metrics import WriterMetrics
 from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.feed import Delivery
 
@@ -74,12 +73,12 @@ class LakeWriter:
         config: Config,
         client: StreamClient,
         catalog: Catalog,
-        metrics: Metrics | None = None,
+        metrics: WriterMetrics | None = None,
     ) -> None:
         self._config = config
         self._client = client
         self._catalog = catalog
-        self._metrics = metrics or Metrics()
+        self._metrics = metrics or WriterMetrics()
         self._decoder = Decoder(
             IdentityRules(config.ingest.device_id_from), config.stream.subject_prefix
         )
@@ -89,9 +88,6 @@ class LakeWriter:
         self._buffer = Batch()
         self._buffer_started = time.monotonic()
         self._last_msg: Delivery | None = None
-        self._committing: Batch | None = None
-        self._committing_arrow: tuple[Batch, pa.Table | None] | None = None
-        self._filling_arrow: tuple[Batch, int, pa.Table | None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._seen_seq = 0
         self.ready = asyncio.Event()
@@ -104,40 +100,6 @@ class LakeWriter:
     @property
     def stream_identity(self) -> str:
         return self._stream_identity
-
-    def visible_batches(self) -> list[Batch]:
-        """What queries see beyond the committed lake: the committing and the filling buffer."""
-        return [b for b in (self._committing, self._buffer) if b is not None and len(b)]
-
-    def uncommitted_arrow(self) -> pa.Table | None:
-        """Readings read from the stream but not yet committed, as a table queries can union.
-
-        Called on the event loop, so the buffers cannot change underneath it. The committing
-        batch no longer changes, so its table is built once and reused.
-        """
-        telemetry = self._tables.get(TELEMETRY)
-        if telemetry is None:
-            return None
-        schema = telemetry.schema().as_arrow()
-        tables: list[pa.Table] = []
-        committing = self._committing
-        if committing is not None and len(committing):
-            if self._committing_arrow is None or self._committing_arrow[0] is not committing:
-                self._committing_arrow = (committing, arrow_for_query([committing], schema))
-            cached = self._committing_arrow[1]
-            if cached is not None:
-                tables.append(cached)
-        buffer = self._buffer
-        if len(buffer):
-            cached_fill = self._filling_arrow
-            if cached_fill is None or cached_fill[0] is not buffer or cached_fill[1] != len(buffer):
-                cached_fill = (buffer, len(buffer), arrow_for_query([buffer], schema))
-                self._filling_arrow = cached_fill
-            if cached_fill[2] is not None:
-                tables.append(cached_fill[2])
-        if not tables:
-            return None
-        return pa.concat_tables(tables, promote_options="permissive")
 
     async def run(self, stop: asyncio.Event) -> None:
         position = await self._client.ensure_stream()
@@ -214,7 +176,6 @@ class LakeWriter:
         batch, self._buffer = self._buffer, Batch()
         self._buffer_started = time.monotonic()
         self._last_msg = None
-        self._committing = batch
         last_seq = last_msg.seq
         self._commit_task = asyncio.create_task(
             self._commit_and_ack(batch, last_msg, last_seq), name="lake-commit"
@@ -232,16 +193,17 @@ class LakeWriter:
                           last_seq, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        if os.environ.get(FAULT_ENV) == "kill-after-commit" and result.rows:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if result.rows and os.environ.get(FAULT_ENV) == "kill-after-commit":
+            marker = self._config.data_dir / "fault-kill-after-commit.fired"
+            if not marker.exists():  # once per data dir, so the restarted writer can finish
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
         try:
             await self._client.ack_through(last_msg.reply)
         except (NatsError, SensorlakeError, TimeoutError) as exc:
             # Harmless: the redelivered messages are at or below the committed sequence.
             log.warning("ack of seq %s failed (%s); it will be redelivered and skipped",
                         last_seq, exc)
-        self._committing = None
-        self._committing_arrow = None
         self._metrics.committed.inc(result.rows)
         self._metrics.dead_lettered.inc(result.dead)
         self._metrics.flush_duration.observe(result.seconds)
@@ -296,7 +258,3 @@ def arrow_for_query(batches: list[Batch], schema: pa.Schema) -> pa.Table | None:
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="permissive")
-
-
-def describe_buffer(batches: list[Batch]) -> dict[str, Any]:
-    return {"readings": sum(len(b) for b in batches), "messages": sum(b.messages for b in batches)}

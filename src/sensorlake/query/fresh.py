@@ -7,11 +7,13 @@ CLI sees the same fresh readings. When no stream is reachable it says so and sho
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 
 import pyarrow as pa
+from nats.errors import Error as NatsError
 
 from sensorlake.config import RUN_FILE, Config
 from sensorlake.errors import SensorlakeError
@@ -35,26 +37,37 @@ def _up_is_running(config: Config) -> bool:
 
 
 async def stream_tail(config: Config, engine: QueryEngine) -> pa.Table | None:
-    """Telemetry readings in the stream that the lake has not committed yet (None: no stream)."""
+    """For a separate process (the CLI): connect, read the tail, disconnect."""
     if TELEMETRY not in engine.table_names():
         return None
     if config.embedded_nats and not _up_is_running(config):
         return None  # `up` is not running on this data dir: the stream is not being served
-    table = engine.load(TELEMETRY)
     client = StreamClient(config)
     try:
         await client.connect(name="sensorlake-query", connect_s=1.0, reconnect=False)
     except SensorlakeError:
         return None
     try:
+        return await tail_from_stream(client, config, engine)
+    finally:
+        await client.close()
+
+
+async def tail_from_stream(
+    client: StreamClient, config: Config, engine: QueryEngine
+) -> pa.Table | None:
+    """Telemetry readings in the stream that the lake has not committed yet (None: none or no
+    stream). Decoded exactly as the writer will decode them."""
+    if TELEMETRY not in engine.table_names():
+        return None
+    table = await asyncio.to_thread(engine.load, TELEMETRY)
+    try:
         position = await client.position()
         after = committed_seq(table, position.identity)
         msgs = await client.read_after(after)
-    except SensorlakeError as exc:
+    except (SensorlakeError, NatsError, TimeoutError) as exc:
         log.warning("could not read the stream tail: %s", exc)
         return None
-    finally:
-        await client.close()
     decoder = Decoder(IdentityRules(config.ingest.device_id_from), config.stream.subject_prefix)
     batch = Batch()
     for msg in msgs:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -26,7 +27,7 @@ from nats.js.errors import NotFoundError
 
 from sensorlake.config import Config
 from sensorlake.errors import StreamError
-from sensorlake.stream.feed import Delivery, PullFeed, parse_ack_subject
+from sensorlake.stream.feed import Delivery, PullFeed
 from sensorlake.stream.server import StreamCredentials, stream_credentials
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,22 @@ class StreamClient:
         await feed.start()
         return feed
 
+    async def serve(self, subject: str, handler: Callable[[Msg], Awaitable[None]]) -> None:
+        """Answer requests on a subject (status endpoints between sensorlake processes)."""
+        if self._nc is None:
+            raise StreamError("not connected to NATS")
+        await self._nc.subscribe(subject, cb=handler)
+
+    async def request(self, subject: str, wait_s: float = 1.0) -> bytes | None:
+        """One reply's data, or None when nobody answered in time."""
+        if self._nc is None or not self._nc.is_connected:
+            return None
+        try:
+            reply = await self._nc.request(subject, b"", timeout=wait_s)
+        except (NatsError, TimeoutError):
+            return None
+        return bytes(reply.data)
+
     async def ack_through(self, reply: str) -> None:
         """Ack one delivery of an ack-all consumer: everything up to it is acknowledged."""
         if self._nc is None:
@@ -187,37 +204,38 @@ class StreamClient:
             ) from exc
         return [ack.seq for ack in acks]
 
-    async def read_after(self, after_seq: int, *, limit: int = 1_000_000) -> list[Delivery]:
+    async def read_after(self, after_seq: int, *, limit: int = 2_000_000) -> list[Delivery]:
         """Messages after `after_seq`, up to what the stream holds now (for fresh queries)."""
         position = await self.position()
         if position.last_seq <= after_seq:
             return []
-        sub = await self.js.pull_subscribe(
-            f"{self.subject_prefix}.>",
-            durable=None,
-            stream=self.stream_name,
-            config=ConsumerConfig(
+        info = await self.js.add_consumer(
+            self.stream_name,
+            ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                 opt_start_seq=after_seq + 1,
                 ack_policy=AckPolicy.NONE,
                 inactive_threshold=5.0,
                 mem_storage=True,
+                filter_subject=f"{self.subject_prefix}.>",
             ),
         )
+        assert self._nc is not None
+        feed = PullFeed(self._nc, self.stream_name, info.name)
+        await feed.start()
         out: list[Delivery] = []
         try:
             while len(out) < limit:
-                try:
-                    batch = await sub.fetch(min(10_000, limit - len(out)), timeout=0.5)
-                except TimeoutError:
+                batch = await feed.fetch(10_000, 16 * 1024 * 1024, 0.25)
+                if not batch:
                     break
-                for msg in batch:
-                    seq, ts = parse_ack_subject(msg.reply)
-                    out.append(Delivery(seq, ts, msg.subject, msg.data, msg.reply))
-                if out and out[-1].seq >= position.last_seq:
+                out.extend(batch)
+                if out[-1].seq >= position.last_seq:
                     break
         finally:
-            await sub.unsubscribe()
+            await feed.stop()
+            with contextlib.suppress(NatsError):
+                await self.js.delete_consumer(self.stream_name, info.name)
         return out
 
 

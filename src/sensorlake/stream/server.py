@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
-import random
 import secrets
 import shutil
 import signal
@@ -26,6 +24,7 @@ from pathlib import Path
 
 from sensorlake.config import Config
 from sensorlake.errors import ServerStartError
+from sensorlake.supervise import ChildSupervisor, spawn
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +131,6 @@ mqtt {{
 """
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when sensorlake dies, even by kill -9, so no orphan holds ports."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _stop_stale_server(pid_file: Path) -> None:
     """A nats-server left from a previous run on this data dir (e.g. after a power cut)."""
     try:
@@ -169,21 +162,17 @@ async def _port_open(host: str, port: int) -> bool:
     return True
 
 
-class NatsSupervisor:
+class NatsSupervisor(ChildSupervisor):
     """Runs nats-server as a child and restarts it with capped, jittered backoff if it dies."""
 
+    name = "nats-server"
+
     def __init__(self, config: Config, *, start_timeout: float = 15.0) -> None:
+        super().__init__()
         self._config = config
         self._binary = find_nats_server(config.stream.nats_server)
         self._conf_path = config.data_dir / "nats.conf"
-        self._proc: asyncio.subprocess.Process | None = None
-        self._stopping = False
         self._start_timeout = start_timeout
-        self.restarts = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
 
     async def start(self) -> None:
         self._config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -203,17 +192,8 @@ class NatsSupervisor:
                     f"port {port} ({what}) is already in use",
                     hint=f"stop what listens there or choose another port with {what}",
                 )
-        self._proc = await asyncio.create_subprocess_exec(
-            str(self._binary),
-            "-c",
-            str(self._conf_path),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            # Its own process group: Ctrl-C in a terminal signals the whole foreground group, and
-            # nats-server must outlive sensorlake's shutdown so the writer can still ack.
-            start_new_session=True,
+        self._proc = await spawn(
+            [str(self._binary), "-c", str(self._conf_path)], capture_stderr=True
         )
         deadline = asyncio.get_running_loop().time() + self._start_timeout
         while asyncio.get_running_loop().time() < deadline:
@@ -236,35 +216,3 @@ class NatsSupervisor:
             f"nats-server did not become ready within {self._start_timeout:.0f} s",
             hint=f"see {self._config.data_dir / 'nats.log'}",
         )
-
-    async def supervise(self) -> None:
-        """Run until stop(): whenever the child dies, start it again."""
-        delay = 0.2
-        while not self._stopping:
-            proc = self._proc
-            if proc is None:
-                return
-            code = await proc.wait()
-            if self._stopping:
-                return
-            log.warning("nats-server exited with code %s; restarting in %.1f s", code, delay)
-            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
-            delay = min(delay * 2, 10.0)
-            try:
-                await self._spawn()
-                self.restarts += 1
-                delay = 0.2
-            except ServerStartError as exc:
-                log.error("nats-server restart failed: %s", exc)
-
-    async def stop(self, grace_s: float = 5.0) -> None:
-        self._stopping = True
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), grace_s)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()

@@ -41,3 +41,8 @@ def is_device_subject(prefix: str, subject: str) -> bool:
         return False
     first = subject[len(prefix) + 1 :]
     return not (first.startswith("$") or first.startswith("_INBOX."))
+
+
+WRITER_STATUS_SUBJECT = "_sensorlake.writer.status"
+"""Request/reply subject on which the lake writer reports readiness and its metrics. Outside the
+subject prefix, so the stream never captures it."""
