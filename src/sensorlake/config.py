@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from sensorlake.errors import ConfigError
+from sensorlake.topics import check_topic_filter
 
 DEFAULT_CONFIG_FILE = "sensorlake.toml"
 ENV_PREFIX = "SENSORLAKE_"
@@ -50,6 +51,10 @@ class StreamConfig(_Section):
     """Name of the JetStream stream that holds every reading."""
     subject_prefix: str = Field("dev", pattern=r"^[A-Za-z0-9_-]+$")
     """Device topic `a/b/c` is stored under subject `<prefix>.a.b.c`."""
+    topics: list[str] = Field(default_factory=lambda: ["#"])
+    """MQTT topic filters whose readings are captured, e.g. ["farm/#", "weather/+/obs"]. "#" (the
+    default) captures any topic; naming the roots instead is faster (the MQTT listener's own
+    bookkeeping then stays out of the stream) and refuses device publishes elsewhere."""
     max_payload: int = Field(8 * MiB, ge=1024, le=64 * MiB)
     """Largest stream message in bytes; HTTP batches are split to fit."""
     max_age_hours: float = Field(168.0, gt=0)
@@ -62,6 +67,24 @@ class StreamConfig(_Section):
     """User for an external NATS server (embedded: generated)."""
     password: SecretStr = SecretStr("")
     """Password for an external NATS server (embedded: generated and kept in the data dir)."""
+
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        # From an environment variable the list arrives as "farm/#,weather/#".
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _valid_filters(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError('list at least one topic filter, or "#" for any topic')
+        for topic_filter in value:
+            check_topic_filter(topic_filter)
+        return value
 
 
 class IngestConfig(_Section):
@@ -275,6 +298,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '""' if value == "**********" else f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
     if isinstance(value, dict):
         return "{}" if not value else "{ " + ", ".join(
             f'{k} = "{v}"' for k, v in value.items()

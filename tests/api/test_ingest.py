@@ -97,3 +97,19 @@ def test_health_and_metrics(lake: Sensorlake, device: str) -> None:
     ingested = next(line for line in text.splitlines()
                     if line.startswith("sensorlake_readings_ingested_total"))
     assert float(ingested.split()[-1]) >= 1
+
+
+@pytest.mark.slow
+def test_named_topic_roots_capture_only_them_without_bookkeeping(fresh: Sensorlake) -> None:
+    fresh.extra_env["SENSORLAKE_STREAM__TOPICS"] = "farm/#"
+    fresh.start()
+    fresh.mqtt_publish("farm/gh-01/telemetry", [orjson.dumps({"n": n}) for n in range(5)])
+    fresh.mqtt_publish("elsewhere/gh-01/telemetry", [orjson.dumps({"n": 99})])
+    reply = fresh.ingest("elsewhere/gh-01/telemetry", {"n": 98})
+    assert reply.status_code == 400
+    assert "stream.topics" in reply.json()["error"]
+    assert fresh.ingest("farm/gh-02/telemetry", {"n": 5}).status_code == 200
+    rows = fresh.wait_rows("SELECT n, seq FROM telemetry ORDER BY n", 6)
+    assert [r[0] for r in rows] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    seqs = [r[1] for r in rows]
+    assert seqs == list(range(seqs[0], seqs[0] + 6))  # one stream message per reading, no extras

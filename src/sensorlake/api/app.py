@@ -31,6 +31,7 @@ from sensorlake.query.engine import QueryEngine
 from sensorlake.query.fresh import tail_from_stream
 from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.subjects import WRITER_STATUS_SUBJECT, subject_for_topic
+from sensorlake.topics import topic_matches
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,11 @@ def create_app(ctx: ApiContext) -> Starlette:
                 hint="POST /api/v1/ingest?topic=farm/gh-01/telemetry",
             )
         subject = subject_for_topic(cfg.stream.subject_prefix, topic)
+        if not topic_matches(cfg.stream.topics, topic):
+            raise IngestError(
+                f"topic {topic!r} is not captured by stream.topics {cfg.stream.topics}",
+                hint="send it under a captured topic, or add a filter for it to stream.topics",
+            )
         body = await _read_body(request, cfg.ingest.max_body_bytes)
         accepted, rejected = parse_body(body, request.headers.get("content-type"))
         messages = pack_messages(accepted, cfg.stream.max_payload)

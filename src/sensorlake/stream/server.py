@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sensorlake.config import Config
 from sensorlake.errors import ServerStartError
+from sensorlake.stream.subjects import subject_for_filter
 from sensorlake.supervise import ChildSupervisor, spawn
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,16 @@ def render_nats_config(config: Config) -> str:
     q = json.dumps
     store = config.data_dir / "nats"
     prefix = config.stream.subject_prefix
+    subjects = device_subjects(config.stream.topics)
+    imports = ", ".join(
+        f"{{stream: {{account: DEVICES, subject: {q(s)}}}, prefix: {q(prefix)}}}" for s in subjects
+    )
+    # Capturing any topic needs no limit; named roots are enforced, so a device publishing
+    # elsewhere is refused by the server rather than acknowledged into nowhere.
+    permissions = (
+        "" if subjects == [">"]
+        else f", permissions: {{publish: {{allow: [{', '.join(q(s) for s in subjects)}]}}}}"
+    )
     return f"""# Written by sensorlake from sensorlake.toml at every start; edits are overwritten.
 server_name: sensorlake
 listen: {q(f"127.0.0.1:{config.stream.port}")}
@@ -116,11 +127,11 @@ accounts {{
   SL {{
     jetstream: enabled
     users: [{{user: {q(SERVICE_USER)}, password: {q(passwords["service"])}}}]
-    imports: [{{stream: {{account: DEVICES, subject: ">"}}, prefix: {q(prefix)}}}]
+    imports: [{imports}]
   }}
   DEVICES {{
     jetstream: enabled
-    users: [{{user: {q(DEVICE_USER)}, password: {q(passwords["device"])}}}]
+    users: [{{user: {q(DEVICE_USER)}, password: {q(passwords["device"])}{permissions}}}]
     exports: [{{stream: ">"}}]
   }}
 }}
@@ -129,6 +140,19 @@ mqtt {{
   no_auth_user: {q(DEVICE_USER)}
 }}
 """
+
+
+def device_subjects(topics: list[str]) -> list[str]:
+    """NATS subjects of the captured MQTT topic filters (`farm/#` is `farm.>` and `farm`)."""
+    if "#" in topics:
+        return [">"]
+    subjects: list[str] = []
+    for topic_filter in topics:
+        subject = subject_for_filter(topic_filter)
+        subjects.append(subject)
+        if subject.endswith(".>"):
+            subjects.append(subject[:-2])
+    return list(dict.fromkeys(subjects))
 
 
 def _stop_stale_server(pid_file: Path) -> None:

@@ -6,11 +6,8 @@ devices account, which the sensorlake account sees as `<prefix>.farm.gh-01.telem
 
 from __future__ import annotations
 
-import re
-
 from sensorlake.errors import IngestError
-
-_BAD_TOPIC = re.compile(r"[+#\s*>\x00]")
+from sensorlake.topics import BAD_TOPIC_CHARS as _BAD_TOPIC
 
 
 def subject_for_topic(prefix: str, topic: str) -> str:
@@ -46,3 +43,12 @@ def is_device_subject(prefix: str, subject: str) -> bool:
 WRITER_STATUS_SUBJECT = "_sensorlake.writer.status"
 """Request/reply subject on which the lake writer reports readiness and its metrics. Outside the
 subject prefix, so the stream never captures it."""
+
+
+def subject_for_filter(topic_filter: str) -> str:
+    """`farm/+/telemetry` → `farm.*.telemetry`, `farm/#` → `farm.>`, `#` → `>`."""
+    return ".".join(
+        ">" if level == "#" else "*" if level == "+" else level.replace(".", "//")
+        for level in topic_filter.split("/")
+    )
+
