@@ -73,7 +73,7 @@ def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 def _print_banner(cfg: Config) -> None:
     host = cfg.server.host
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
-    out = Console()
+    out = Console(soft_wrap=True)  # commands must stay copy-pasteable, never wrapped
     out.print(f"[bold green]sensorlake {__version__} is up[/]  (data in {cfg.data_dir})")
     out.print(f"  MQTT   mqtt://{host}:{cfg.server.mqtt_port}")
     out.print(f"  HTTP   http://{host}:{cfg.server.http_port}   (/healthz, /metrics, /api/v1/…)")

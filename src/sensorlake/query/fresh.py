@@ -38,8 +38,6 @@ def _up_is_running(config: Config) -> bool:
 
 async def stream_tail(config: Config, engine: QueryEngine) -> pa.Table | None:
     """For a separate process (the CLI): connect, read the tail, disconnect."""
-    if TELEMETRY not in engine.table_names():
-        return None
     if config.embedded_nats and not _up_is_running(config):
         return None  # `up` is not running on this data dir: the stream is not being served
     client = StreamClient(config)
