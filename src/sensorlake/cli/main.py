@@ -63,8 +63,8 @@ def up(
 
 @app.command()
 def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Run a lake writer against the configured stream (`up` starts one for you; start more
-    against a NATS cluster to scale out)."""
+    """Run the lake writer against the configured stream (`up` starts one for you; run one
+    yourself with an external NATS server — one per stream)."""
     from sensorlake.lake.service import run_worker
 
     asyncio.run(run_worker(_load(config, data_dir)))
