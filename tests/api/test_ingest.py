@@ -113,3 +113,19 @@ def test_named_topic_roots_capture_only_them_without_bookkeeping(fresh: Sensorla
     assert [r[0] for r in rows] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     seqs = [r[1] for r in rows]
     assert seqs == list(range(seqs[0], seqs[0] + 6))  # one stream message per reading, no extras
+
+
+def test_a_retried_batch_with_its_idempotency_key_is_stored_once(lake: Sensorlake, device: str
+                                                                 ) -> None:
+    headers = {"Content-Type": "application/x-ndjson", "Idempotency-Key": f"batch-{device}"}
+    body = b'{"n": 1}\n{"n": 2}\n'
+    for _ in range(3):
+        reply = httpx.post(f"{lake.url}/api/v1/ingest", params={"topic": f"farm/{device}/t"},
+                           content=body, headers=headers)
+        assert reply.json() == {"accepted": 2, "rejected": []}
+    time.sleep(0.5)
+    assert lake.rows(f"SELECT count(*) FROM telemetry WHERE device_id = '{device}'") == [[2]]
+    bad = httpx.post(f"{lake.url}/api/v1/ingest", params={"topic": f"farm/{device}/t"},
+                     content=body, headers={**headers, "Idempotency-Key": "not ok!"})
+    assert bad.status_code == 400
+    assert "Idempotency-Key" in bad.json()["error"]

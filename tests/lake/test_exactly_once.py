@@ -90,7 +90,13 @@ def test_a_dead_nats_server_is_restarted_and_the_pipeline_carries_on(fresh: Sens
     accepted = False
     while time.monotonic() < deadline and not accepted:
         try:
-            reply = fresh.ingest("farm/gh-01/telemetry", {"n": 20})
+            # Retried with one Idempotency-Key: an attempt whose answer was lost in the
+            # restart must not be stored a second time by the next attempt.
+            reply = httpx.post(
+                f"{fresh.url}/api/v1/ingest", params={"topic": "farm/gh-01/telemetry"},
+                content=b'{"n": 20}', timeout=30,
+                headers={"Content-Type": "application/json", "Idempotency-Key": "retry-n20"},
+            )
             accepted = reply.status_code == 200
         except httpx.HTTPError:
             pass

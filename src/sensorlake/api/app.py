@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,8 @@ from sensorlake.stream.subjects import WRITER_STATUS_SUBJECT, subject_for_topic
 from sensorlake.topics import topic_matches
 
 log = logging.getLogger(__name__)
+
+_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 @dataclass
@@ -106,8 +109,15 @@ def create_app(ctx: ApiContext) -> Starlette:
         body = await _read_body(request, cfg.ingest.max_body_bytes)
         accepted, rejected = parse_body(body, request.headers.get("content-type"))
         messages = pack_messages(accepted, cfg.stream.max_payload)
+        key = request.headers.get("idempotency-key")
+        if key is not None and not _KEY.fullmatch(key):
+            raise IngestError(
+                "the Idempotency-Key header must be 1–128 characters of A-Z a-z 0-9 . _ : -",
+                hint="use e.g. a UUID per batch, and the same one when you retry that batch",
+            )
         if messages:
-            await ctx.client.publish_many(subject, messages)
+            msg_ids = [f"{key}:{i}" for i in range(len(messages))] if key else None
+            await ctx.client.publish_many(subject, messages, msg_ids=msg_ids)
         ctx.metrics.ingested.inc(len(accepted))
         ctx.metrics.rejected.inc(len(rejected))
         result = {

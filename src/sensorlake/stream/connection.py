@@ -188,13 +188,25 @@ class StreamClient:
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def publish_many(
-        self, subject: str, payloads: Sequence[bytes], ack_s: float = 10.0
+        self,
+        subject: str,
+        payloads: Sequence[bytes],
+        ack_s: float = 10.0,
+        msg_ids: Sequence[str] | None = None,
     ) -> list[int]:
-        """Publish and wait for the stream's ack of every payload; returns their sequences."""
+        """Publish and wait for the stream's ack of every payload; returns their sequences.
+
+        With `msg_ids`, the stream drops a payload whose id it has already stored within its
+        duplicate window, so a client that retries after a lost answer stores nothing twice.
+        """
+        ids: Sequence[str | None] = msg_ids if msg_ids is not None else [None] * len(payloads)
         try:
             futures = [
-                await self.js.publish_async(subject, payload, wait_stall=ack_s)
-                for payload in payloads
+                await self.js.publish_async(
+                    subject, payload, wait_stall=ack_s,
+                    headers={"Nats-Msg-Id": msg_id} if msg_id else None,
+                )
+                for payload, msg_id in zip(payloads, ids, strict=True)
             ]
             acks = await asyncio.wait_for(asyncio.gather(*futures), ack_s)
         except (NatsError, TimeoutError) as exc:
