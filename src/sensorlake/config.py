@@ -104,7 +104,7 @@ class LakeConfig(_Section):
     """pyiceberg catalog properties (type, uri, …). Empty: a SQLite catalog in the data dir."""
     flush_interval: float = Field(10.0, gt=0, le=3600)
     """Seconds the writer buffers before committing a snapshot."""
-    flush_rows: int = Field(500_000, ge=1)
+    flush_rows: int = Field(100_000, ge=1)
     """Readings that trigger a commit before flush_interval."""
     flush_bytes: int = Field(64 * MiB, ge=1024)
     """Buffered payload bytes that trigger a commit before flush_interval."""
