@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -54,3 +59,29 @@ def test_tables_are_listed_and_described(lake: Sensorlake) -> None:
     assert names[:5] == ["topic", "device_id", "ts", "received_at", "seq"]
     assert info["partitioning"] == ["1000: ts_day: day(3)"]
     assert httpx.get(f"{lake.url}/api/v1/tables/nosuch").status_code == 404
+
+
+@pytest.mark.slow
+def test_a_stalled_writer_caps_the_fresh_tail_and_says_so(fresh: Sensorlake) -> None:
+    fresh.extra_env["SENSORLAKE_LAKE__FLUSH_BYTES"] = "4096"
+    fresh.start()
+    assert fresh.proc is not None
+    children = Path(f"/proc/{fresh.proc.pid}/task/{fresh.proc.pid}/children").read_text().split()
+    worker = next(int(p) for p in children
+                  if b"worker" in Path(f"/proc/{p}/cmdline").read_bytes())
+    os.kill(worker, signal.SIGSTOP)  # the writer hangs: nothing more is committed
+    try:
+        for n in range(10):
+            assert fresh.ingest("farm/gh-01/t", {"n": n, "pad": "x" * 1000}).status_code == 200
+        result = fresh.query("SELECT count(*) FROM telemetry")
+        assert 0 < result["rows"][0][0] < 10
+        assert "writer is behind" in result["notes"][0]
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while True:
+        result = fresh.query("SELECT count(*) FROM telemetry")
+        if result["rows"] == [[10]] and "notes" not in result:
+            break  # caught up: everything visible, nothing left out
+        assert time.monotonic() < deadline, result
+        time.sleep(0.2)

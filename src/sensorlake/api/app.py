@@ -140,9 +140,10 @@ def create_app(ctx: ApiContext) -> Starlette:
         if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 0:
             raise QueryError("'max_rows' must be a non-negative integer")
         max_rows = min(max_rows, cfg.query.max_rows)
-        tails = {"telemetry": await tail_from_stream(ctx.client, cfg, ctx.engine)}
+        tail = await tail_from_stream(ctx.client, cfg, ctx.engine)
         result = await asyncio.to_thread(
-            ctx.engine.execute, sql, tails=tails, max_rows=max_rows
+            ctx.engine.execute, sql, tails={"telemetry": tail.table}, max_rows=max_rows,
+            notes=tail.notes,
         )
         return JSONResponse(result.to_json())
 

@@ -118,8 +118,12 @@ def query(
     cfg = _load(config, data_dir)
     engine = QueryEngine(cfg)
     tail = asyncio.run(stream_tail(cfg, engine))
-    result = engine.execute(sql, tails={"telemetry": tail}, max_rows=max_rows)
-    extra = {"uncommitted_rows": result.uncommitted_rows, "truncated": result.truncated}
+    result = engine.execute(sql, tails={"telemetry": tail.table}, max_rows=max_rows,
+                            notes=tail.notes)
+    extra: dict[str, Any] = {"uncommitted_rows": result.uncommitted_rows,
+                             "truncated": result.truncated}
+    if result.notes:
+        extra["notes"] = result.notes
     emit_rows(result.columns, result.rows, fmt, extra=extra)
     if fmt is Format.table:
         note = f"{len(result.rows)} rows"
@@ -128,6 +132,8 @@ def query(
         if result.truncated:
             note += f" (truncated at {max_rows})"
         err.print(f"[dim]{note}[/]")
+        for text in result.notes:
+            err.print(f"[yellow]note:[/] {text}")
 
 
 @app.command()

@@ -141,6 +141,7 @@ class QueryEngine:
         *,
         tails: Mapping[str, pa.Table | None] | None = None,
         max_rows: int | None = None,
+        notes: list[str] | None = None,
     ) -> QueryResult:
         check_read_only(sql)
         started = time.perf_counter()
@@ -168,6 +169,7 @@ class QueryEngine:
                 truncated=truncated,
                 uncommitted_rows=uncommitted,
                 elapsed_ms=(time.perf_counter() - started) * 1000,
+                notes=list(notes or []),
             )
         finally:
             con.close()

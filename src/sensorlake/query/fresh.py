@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+from dataclasses import dataclass
 
 import pyarrow as pa
 from nats.errors import Error as NatsError
@@ -36,38 +37,55 @@ def _up_is_running(config: Config) -> bool:
     return True
 
 
-async def stream_tail(config: Config, engine: QueryEngine) -> pa.Table | None:
+@dataclass(frozen=True)
+class Tail:
+    table: pa.Table | None
+    truncated: bool = False
+    """The stream held more uncommitted data than a query reads (lake.flush_bytes): the newest
+    readings are left out until the writer catches up."""
+
+    @property
+    def notes(self) -> list[str]:
+        if not self.truncated:
+            return []
+        return ["the writer is behind: only the oldest uncommitted readings (up to "
+                "lake.flush_bytes) were included; newer ones appear as it catches up"]
+
+
+NO_TAIL = Tail(None)
+
+
+async def stream_tail(config: Config, engine: QueryEngine) -> Tail:
     """For a separate process (the CLI): connect, read the tail, disconnect."""
     if config.embedded_nats and not _up_is_running(config):
-        return None  # `up` is not running on this data dir: the stream is not being served
+        return NO_TAIL  # `up` is not running on this data dir: the stream is not being served
     client = StreamClient(config)
     try:
         await client.connect(name="sensorlake-query", connect_s=1.0, reconnect=False)
     except SensorlakeError:
-        return None
+        return NO_TAIL
     try:
         return await tail_from_stream(client, config, engine)
     finally:
         await client.close()
 
 
-async def tail_from_stream(
-    client: StreamClient, config: Config, engine: QueryEngine
-) -> pa.Table | None:
+async def tail_from_stream(client: StreamClient, config: Config, engine: QueryEngine) -> Tail:
     """Telemetry readings in the stream that the lake has not committed yet (None: none or no
     stream). Decoded exactly as the writer will decode them."""
     if TELEMETRY not in engine.table_names():
-        return None
+        return NO_TAIL
     table = await asyncio.to_thread(engine.load, TELEMETRY)
     try:
         position = await client.position()
         after = committed_seq(table, position.identity)
-        msgs = await client.read_after(after)
+        msgs, truncated = await client.read_after(after, max_bytes=config.lake.flush_bytes)
     except (SensorlakeError, NatsError, TimeoutError) as exc:
         log.warning("could not read the stream tail: %s", exc)
-        return None
+        return NO_TAIL
     decoder = Decoder(IdentityRules(config.ingest.device_id_from), config.stream.subject_prefix)
     batch = Batch()
     for msg in msgs:
         decoder.add_delivery(batch, msg)
-    return arrow_for_query([batch], table.schema().as_arrow()) if len(batch) else None
+    arrow = arrow_for_query([batch], table.schema().as_arrow()) if len(batch) else None
+    return Tail(arrow, truncated)

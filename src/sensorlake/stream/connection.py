@@ -216,11 +216,12 @@ class StreamClient:
             ) from exc
         return [ack.seq for ack in acks]
 
-    async def read_after(self, after_seq: int, *, limit: int = 2_000_000) -> list[Delivery]:
-        """Messages after `after_seq`, up to what the stream holds now (for fresh queries)."""
+    async def read_after(self, after_seq: int, *, max_bytes: int) -> tuple[list[Delivery], bool]:
+        """Messages after `after_seq` up to what the stream holds now (for fresh queries), and
+        whether `max_bytes` of payload cut that short (a backlog the writer has not caught up)."""
         position = await self.position()
         if position.last_seq <= after_seq:
-            return []
+            return [], False
         info = await self.js.add_consumer(
             self.stream_name,
             ConsumerConfig(
@@ -236,19 +237,26 @@ class StreamClient:
         feed = PullFeed(self._nc, self.stream_name, info.name)
         await feed.start()
         out: list[Delivery] = []
+        size = 0
+        truncated = False
         try:
-            while len(out) < limit:
+            while not truncated:
                 batch = await feed.fetch(10_000, 16 * 1024 * 1024, 0.25)
                 if not batch:
                     break
-                out.extend(batch)
-                if out[-1].seq >= position.last_seq:
+                for delivery in batch:
+                    if size >= max_bytes:
+                        truncated = True
+                        break
+                    out.append(delivery)
+                    size += len(delivery.data)
+                if out and out[-1].seq >= position.last_seq:
                     break
         finally:
             await feed.stop()
             with contextlib.suppress(NatsError):
                 await self.js.delete_consumer(self.stream_name, info.name)
-        return out
+        return out, truncated
 
 
 def _identity(name: str, created: datetime | None) -> str:
