@@ -63,8 +63,10 @@ def up(
 
 @app.command()
 def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Run the lake writer against the configured stream (`up` starts one for you; run one
-    yourself with an external NATS server — one per stream)."""
+    """Run the lake writer on its own (`up` already runs one; one per stream).
+
+    For an external NATS server (stream.url): stream → Iceberg, exactly once.
+    """
     from sensorlake.lake.service import run_worker
 
     asyncio.run(run_worker(_load(config, data_dir)))
