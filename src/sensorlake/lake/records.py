@@ -322,6 +322,13 @@ def _payload_columns_fast(batch: Batch, fields: list[pa.Field]) -> dict[str, pa.
     return {f.name: struct.field(i) for i, f in enumerate(fields)}
 
 
+def uncommitted_table(batch: Batch, schema: pa.Schema) -> pa.Table:
+    """Readings not yet in the lake as queries see them: the table's schema plus whatever new
+    fields they bring, conflicting rows left out (the writer will dead-letter those)."""
+    table, _ = batch_to_arrow(batch, evolve_schema(batch, schema))
+    return table
+
+
 def conflicts_to_dead(batch: Batch, conflicts: list[tuple[int, str]], dead: DeadLetters) -> None:
     for row, reason in conflicts:
         original = batch.originals[row]

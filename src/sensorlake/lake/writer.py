@@ -246,15 +246,3 @@ class LakeWriter:
             telemetry.append(table, snapshot_properties=properties)
             self._committed[TELEMETRY] = last_seq
         return CommitResult(table.num_rows, len(dead), last_seq, time.perf_counter() - started)
-
-
-def arrow_for_query(batches: list[Batch], schema: pa.Schema) -> pa.Table | None:
-    """The uncommitted readings as one table (schema extended with any new fields), or None."""
-    tables: list[pa.Table] = []
-    for batch in batches:
-        evolved = evolve_schema(batch, schema)
-        table, _ = batch_to_arrow(batch, evolved)
-        tables.append(table)
-    if not tables:
-        return None
-    return pa.concat_tables(tables, promote_options="permissive")

@@ -19,9 +19,8 @@ from nats.errors import Error as NatsError
 from sensorlake.config import RUN_FILE, Config
 from sensorlake.errors import SensorlakeError
 from sensorlake.ingest.identity import IdentityRules
-from sensorlake.lake.records import Batch, Decoder
+from sensorlake.lake.records import Batch, Decoder, uncommitted_table
 from sensorlake.lake.tables import TELEMETRY, committed_seq
-from sensorlake.lake.writer import arrow_for_query
 from sensorlake.query.engine import QueryEngine
 from sensorlake.stream.connection import StreamClient
 
@@ -87,5 +86,5 @@ async def tail_from_stream(client: StreamClient, config: Config, engine: QueryEn
     batch = Batch()
     for msg in msgs:
         decoder.add_delivery(batch, msg)
-    arrow = arrow_for_query([batch], table.schema().as_arrow()) if len(batch) else None
+    arrow = uncommitted_table(batch, table.schema().as_arrow()) if len(batch) else None
     return Tail(arrow, truncated)
