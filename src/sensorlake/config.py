@@ -68,7 +68,6 @@ class StreamConfig(_Section):
     password: SecretStr = SecretStr("")
     """Password for an external NATS server (embedded: generated and kept in the data dir)."""
 
-
     @field_validator("topics", mode="before")
     @classmethod
     def _split_topics(cls, value: Any) -> Any:

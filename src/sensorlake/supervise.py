@@ -47,14 +47,6 @@ class ChildSupervisor:
         self._stopping = False
         self.restarts = 0
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
-
     async def _spawn(self) -> None:
         """Start the child, set self._proc, return once it is ready (or raise)."""
         raise NotImplementedError

@@ -91,15 +91,10 @@ class LakeWriter:
         self._commit_task: asyncio.Task[None] | None = None
         self._seen_seq = 0
         self.ready = asyncio.Event()
-        self.skipped_internal = 0
 
     @property
     def committed(self) -> dict[str, int]:
         return dict(self._committed)
-
-    @property
-    def stream_identity(self) -> str:
-        return self._stream_identity
 
     async def run(self, stop: asyncio.Event) -> None:
         position = await self._client.ensure_stream()
@@ -149,8 +144,7 @@ class LakeWriter:
             self._last_msg = msg
             if not self._buffer.messages:
                 self._buffer_started = time.monotonic()
-            if not self._decoder.add_delivery(self._buffer, msg):
-                self.skipped_internal += 1
+            self._decoder.add_delivery(self._buffer, msg)
         self._metrics.received.inc(len(self._buffer) - before)
         self._metrics.buffered.set(len(self._buffer))
 
@@ -176,12 +170,12 @@ class LakeWriter:
         batch, self._buffer = self._buffer, Batch()
         self._buffer_started = time.monotonic()
         self._last_msg = None
-        last_seq = last_msg.seq
         self._commit_task = asyncio.create_task(
-            self._commit_and_ack(batch, last_msg, last_seq), name="lake-commit"
+            self._commit_and_ack(batch, last_msg), name="lake-commit"
         )
 
-    async def _commit_and_ack(self, batch: Batch, last_msg: Delivery, last_seq: int) -> None:
+    async def _commit_and_ack(self, batch: Batch, last_msg: Delivery) -> None:
+        last_seq = last_msg.seq
         delay = 0.5
         while True:
             try:

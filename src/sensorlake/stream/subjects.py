@@ -7,12 +7,12 @@ devices account, which the sensorlake account sees as `<prefix>.farm.gh-01.telem
 from __future__ import annotations
 
 from sensorlake.errors import IngestError
-from sensorlake.topics import BAD_TOPIC_CHARS as _BAD_TOPIC
+from sensorlake.topics import BAD_TOPIC_CHARS
 
 
 def subject_for_topic(prefix: str, topic: str) -> str:
     """Subject under which a reading sent to `topic` is stored; rejects what MQTT would reject."""
-    if not topic or len(topic) > 1024 or _BAD_TOPIC.search(topic):
+    if not topic or len(topic) > 1024 or BAD_TOPIC_CHARS.search(topic):
         raise IngestError(
             f"topic {topic!r} is not a publishable topic",
             hint="use levels separated by '/', without spaces or the wildcards + and #, "
@@ -51,4 +51,3 @@ def subject_for_filter(topic_filter: str) -> str:
         ">" if level == "#" else "*" if level == "+" else level.replace(".", "//")
         for level in topic_filter.split("/")
     )
-
