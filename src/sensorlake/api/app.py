@@ -27,11 +27,12 @@ from sensorlake.errors import (
     StreamError,
 )
 from sensorlake.ingest.body import pack_messages, parse_body
+from sensorlake.lake.service import writer_status
 from sensorlake.metrics import ApiMetrics
 from sensorlake.query.engine import QueryEngine
 from sensorlake.query.fresh import tail_from_stream
 from sensorlake.stream.connection import StreamClient
-from sensorlake.stream.subjects import WRITER_STATUS_SUBJECT, subject_for_topic
+from sensorlake.stream.subjects import subject_for_topic
 from sensorlake.topics import topic_matches
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,6 @@ class ApiContext:
     restarts: Any = None
     """Callable returning {child: restarts} of what `up` supervises (None when nothing is)."""
 
-    async def writer_status(self) -> dict[str, Any] | None:
-        reply = await self.client.request(WRITER_STATUS_SUBJECT, wait_s=1.0)
-        return orjson.loads(reply) if reply else None
 
 
 class JSONResponse(Response):
@@ -106,15 +104,15 @@ def create_app(ctx: ApiContext) -> Starlette:
                 f"topic {topic!r} is not captured by stream.topics {cfg.stream.topics}",
                 hint="send it under a captured topic, or add a filter for it to stream.topics",
             )
-        body = await _read_body(request, cfg.ingest.max_body_bytes)
-        accepted, rejected = parse_body(body, request.headers.get("content-type"))
-        messages = pack_messages(accepted, cfg.stream.max_payload)
         key = request.headers.get("idempotency-key")
         if key is not None and not _KEY.fullmatch(key):
             raise IngestError(
                 "the Idempotency-Key header must be 1–128 characters of A-Z a-z 0-9 . _ : -",
                 hint="use e.g. a UUID per batch, and the same one when you retry that batch",
             )
+        body = await _read_body(request, cfg.ingest.max_body_bytes)
+        accepted, rejected = parse_body(body, request.headers.get("content-type"))
+        messages = pack_messages(accepted, cfg.stream.max_payload)
         if messages:
             msg_ids = [f"{key}:{i}" for i in range(len(messages))] if key else None
             await ctx.client.publish_many(subject, messages, msg_ids=msg_ids)
@@ -157,7 +155,7 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     async def healthz(request: Request) -> Response:
         stream_ok = ctx.client.connected
-        status = await ctx.writer_status() if stream_ok else None
+        status = await writer_status(ctx.client) if stream_ok else None
         writer_ok = bool(status and status.get("ready"))
         ok = stream_ok and writer_ok and ctx.accepting
         body: dict[str, Any] = {
@@ -173,7 +171,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
-        status = await ctx.writer_status()
+        status = await writer_status(ctx.client)
         writer = status["metrics"].encode() if status else b""
         return Response(ctx.metrics.render() + writer, media_type="text/plain; version=0.0.4")
 

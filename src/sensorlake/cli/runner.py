@@ -18,19 +18,18 @@ import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
 
-import orjson
 import uvicorn
 
 from sensorlake.api.app import ApiContext, create_app
 from sensorlake.config import RUN_FILE, Config
 from sensorlake.errors import ServerStartError
 from sensorlake.lake.catalog import open_catalog
+from sensorlake.lake.service import writer_status
 from sensorlake.lake.tables import ensure_tables
 from sensorlake.metrics import ApiMetrics
 from sensorlake.query.engine import QueryEngine
 from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.server import NatsSupervisor
-from sensorlake.stream.subjects import WRITER_STATUS_SUBJECT
 from sensorlake.supervise import ChildSupervisor, spawn
 
 log = logging.getLogger(__name__)
@@ -87,8 +86,8 @@ class WorkerSupervisor(ChildSupervisor):
                     f"the lake writer exited with code {proc.returncode} while starting",
                     hint="its error is printed above",
                 )
-            reply = await self._client.request(WRITER_STATUS_SUBJECT, wait_s=0.5)
-            if reply and orjson.loads(reply).get("ready"):
+            status = await writer_status(self._client, wait_s=0.5)
+            if status and status.get("ready"):
                 return
             await asyncio.sleep(0.05)
         raise ServerStartError(
@@ -109,6 +108,16 @@ async def run_up(
         await nats.start()
     client = StreamClient(config)
     worker: WorkerSupervisor | None = None
+
+    async def stop_in_order() -> None:
+        """The writer commits and exits while NATS is still there to take its ack; each step
+        is a no-op when already done, so this serves the normal path and every error path."""
+        if worker is not None:
+            await worker.stop(grace_s=8.0)
+        await client.close()
+        if nats is not None:
+            await nats.stop()
+
     try:
         await client.connect()
         await client.ensure_stream()
@@ -146,18 +155,11 @@ async def run_up(
             ctx.accepting = False
             server.should_exit = True
             await server_task
-            await worker.stop(grace_s=8.0)
-            await client.close()
-            if nats is not None:
-                await nats.stop()
+            await stop_in_order()  # also ends the supervise tasks the task group waits for
     finally:
         with contextlib.suppress(OSError):
             (config.data_dir / RUN_FILE).unlink()
-        if worker is not None:
-            await worker.stop(grace_s=8.0)
-        await client.close()
-        if nats is not None:
-            await nats.stop()
+        await stop_in_order()
         http_sock.close()
 
 

@@ -15,6 +15,10 @@ TIME_KEYS = ("ts", "timestamp", "time")
 
 MIN_US = 0  # 1970-01-01
 MAX_US = 7_258_118_400_000_000  # 2200-01-01
+EPOCH_SCALES: tuple[tuple[float, int], ...] = ((1e11, 1_000_000), (1e14, 1_000), (1e17, 1))
+"""(magnitude below which, multiplier to µs) for seconds, milliseconds and microseconds; above
+the last limit an epoch is in nanoseconds (divided by NS_PER_US)."""
+NS_PER_US = 1_000
 
 
 class TimeValueError(ValueError):
@@ -24,14 +28,12 @@ class TimeValueError(ValueError):
 def epoch_to_us(value: float) -> int:
     """Epoch in s, ms, µs or ns — told apart by magnitude, as any date after 1973 is unambiguous."""
     magnitude = abs(value)
-    if magnitude < 1e11:
-        us = value * 1_000_000
-    elif magnitude < 1e14:
-        us = value * 1_000
-    elif magnitude < 1e17:
-        us = value
+    for limit, factor in EPOCH_SCALES:
+        if magnitude < limit:
+            us = value * factor
+            break
     else:
-        us = value / 1_000
+        us = value / NS_PER_US
     result = int(us)
     if not MIN_US <= result <= MAX_US:
         raise TimeValueError(f"epoch {value!r} is outside 1970–2200")

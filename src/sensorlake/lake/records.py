@@ -17,8 +17,11 @@ import pyarrow.compute as pc
 
 from sensorlake.ingest.identity import (
     DEVICE_KEYS,
+    EPOCH_SCALES,
     MAX_US,
     MIN_US,
+    NS_PER_US,
+    TIME_KEYS,
     IdentityRules,
     TimeValueError,
 )
@@ -166,16 +169,16 @@ class Decoder:
                 return False
         else:
             return False
-        if "ts" in keys:
-            if "timestamp" in keys or "time" in keys:
-                return False
-            stamps = _epochs_to_us([p.get("ts") for p in items])
-            if stamps is None:
-                return False
-        elif "timestamp" in keys or "time" in keys:
-            return False
-        else:
+        time_keys = [k for k in TIME_KEYS if k in keys]
+        if not time_keys:
             stamps = [received_us] * n
+        elif time_keys == ["ts"]:
+            maybe = _epochs_to_us([p.get("ts") for p in items])
+            if maybe is None:
+                return False
+            stamps = maybe
+        else:
+            return False
         batch.topics.extend([topic] * n)
         batch.device_ids.extend(devices)
         batch.ts_us.extend(stamps)
@@ -222,13 +225,11 @@ def _epochs_to_us(values: list[Any]) -> list[int] | None:
     """epoch_to_us over a whole column in Arrow; None unless every value is a plain number."""
     if not set(map(type, values)) <= _NUMBERS:
         return None
-    seconds = pa.array(values, type=pa.float64())
-    magnitude = pc.abs(seconds)
-    us = pc.if_else(
-        pc.less(magnitude, 1e11), pc.multiply(seconds, 1e6),
-        pc.if_else(pc.less(magnitude, 1e14), pc.multiply(seconds, 1e3),
-                   pc.if_else(pc.less(magnitude, 1e17), seconds, pc.divide(seconds, 1e3))),
-    )
+    epochs = pa.array(values, type=pa.float64())
+    magnitude = pc.abs(epochs)
+    us = pc.divide(epochs, NS_PER_US)
+    for limit, factor in reversed(EPOCH_SCALES):
+        us = pc.if_else(pc.less(magnitude, limit), pc.multiply(epochs, factor), us)
     low, high = pc.min_max(us).values()
     if low.as_py() < MIN_US or high.as_py() > MAX_US:
         return None  # the item-by-item path names the offending reading

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Any
 
 import orjson
 from nats.aio.msg import Msg
@@ -23,6 +24,16 @@ from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.subjects import WRITER_STATUS_SUBJECT
 
 log = logging.getLogger(__name__)
+
+
+async def writer_status(client: StreamClient, wait_s: float = 1.0) -> dict[str, Any] | None:
+    """What the lake writer reports about itself (readiness, committed sequences, metrics), or
+    None when no writer answers in time."""
+    reply = await client.request(WRITER_STATUS_SUBJECT, wait_s=wait_s)
+    if reply is None:
+        return None
+    status: dict[str, Any] = orjson.loads(reply)
+    return status
 
 
 async def run_worker(config: Config) -> None:

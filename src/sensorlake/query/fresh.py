@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from nats.errors import Error as NatsError
+from pyiceberg.table import Table
 
 from sensorlake.config import RUN_FILE, Config
 from sensorlake.errors import SensorlakeError
@@ -54,6 +55,10 @@ class Tail:
 NO_TAIL = Tail(None)
 
 
+def _telemetry(engine: QueryEngine) -> Table | None:
+    return engine.load(TELEMETRY) if TELEMETRY in engine.table_names() else None
+
+
 async def stream_tail(config: Config, engine: QueryEngine) -> Tail:
     """For a separate process (the CLI): connect, read the tail, disconnect."""
     if config.embedded_nats and not _up_is_running(config):
@@ -70,11 +75,11 @@ async def stream_tail(config: Config, engine: QueryEngine) -> Tail:
 
 
 async def tail_from_stream(client: StreamClient, config: Config, engine: QueryEngine) -> Tail:
-    """Telemetry readings in the stream that the lake has not committed yet (None: none or no
-    stream). Decoded exactly as the writer will decode them."""
-    if TELEMETRY not in engine.table_names():
+    """Telemetry readings in the stream that the lake has not committed yet (NO_TAIL when
+    there are none or no stream answers), decoded exactly as the writer will decode them."""
+    table = await asyncio.to_thread(_telemetry, engine)  # catalog I/O: off the event loop
+    if table is None:
         return NO_TAIL
-    table = await asyncio.to_thread(engine.load, TELEMETRY)
     try:
         position = await client.position()
         after = committed_seq(table, position.identity)

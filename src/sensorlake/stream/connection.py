@@ -67,6 +67,12 @@ class StreamClient:
         return self._js
 
     @property
+    def _conn(self) -> NATS:
+        if self._nc is None:
+            raise StreamError("not connected to NATS", hint="call connect() first")
+        return self._nc
+
+    @property
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
@@ -154,16 +160,13 @@ class StreamClient:
             await self.js.add_consumer(self.stream_name, config)
         except NatsError as exc:
             raise StreamError(f"cannot create the lake writer's consumer: {exc}") from exc
-        assert self._nc is not None
-        feed = PullFeed(self._nc, self.stream_name, WRITER_CONSUMER)
+        feed = PullFeed(self._conn, self.stream_name, WRITER_CONSUMER)
         await feed.start()
         return feed
 
     async def serve(self, subject: str, handler: Callable[[Msg], Awaitable[None]]) -> None:
         """Answer requests on a subject (status endpoints between sensorlake processes)."""
-        if self._nc is None:
-            raise StreamError("not connected to NATS")
-        await self._nc.subscribe(subject, cb=handler)
+        await self._conn.subscribe(subject, cb=handler)
 
     async def request(self, subject: str, wait_s: float = 1.0) -> bytes | None:
         """One reply's data, or None when nobody answered in time."""
@@ -177,10 +180,8 @@ class StreamClient:
 
     async def ack_through(self, reply: str) -> None:
         """Ack one delivery of an ack-all consumer: everything up to it is acknowledged."""
-        if self._nc is None:
-            raise StreamError("not connected to NATS")
-        await self._nc.publish(reply, b"+ACK")
-        await self._nc.flush(timeout=5)
+        await self._conn.publish(reply, b"+ACK")
+        await self._conn.flush(timeout=5)
 
     async def consumer_pending(self, consumer: str = WRITER_CONSUMER) -> int:
         """Messages the consumer has not yet been delivered plus those delivered but unacked."""
@@ -233,8 +234,7 @@ class StreamClient:
                 filter_subject=f"{self.subject_prefix}.>",
             ),
         )
-        assert self._nc is not None
-        feed = PullFeed(self._nc, self.stream_name, info.name)
+        feed = PullFeed(self._conn, self.stream_name, info.name)
         await feed.start()
         out: list[Delivery] = []
         size = 0
