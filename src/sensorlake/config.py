@@ -63,6 +63,10 @@ class StreamConfig(_Section):
     """Upper bound of the stream's size in bytes; -1 means no bound besides max_age_hours."""
     max_ack_pending: int = Field(200_000, ge=1)
     """Messages the lake writer may hold unacknowledged; bounds the writer's memory."""
+    ingest_buffer: int = Field(1024 * MiB, ge=16 * MiB)
+    """Bytes of MQTT publishes the embedded nats-server may queue in memory while the stream
+    stores them. A QoS 1 PUBACK is sent once a publish is queued; past this bound nats-server
+    drops publishes (and logs it), so keep it above the largest burst the disk cannot absorb."""
     user: str = ""
     """User for an external NATS server (embedded: generated)."""
     password: SecretStr = SecretStr("")

@@ -101,21 +101,38 @@ class Batch:
 class Decoder:
     """Turns raw stream messages into a Batch, applying the identity and time conventions."""
 
+    _TOPIC_CACHE = 100_000
+    """Subjects remembered; a fleet repeats the same few per device, so conversion is rare."""
+
     def __init__(self, identity: IdentityRules, subject_prefix: str) -> None:
         self._identity = identity
         self._prefix = subject_prefix
+        self._topics: dict[str, str | None] = {}
+
+    def _topic(self, subject: str) -> str | None:
+        """The MQTT topic of a stream subject; None for the MQTT listener's own bookkeeping,
+        which a capture of any topic imports along with the readings."""
+        topic = self._topics.get(subject, "")
+        if topic == "":
+            if len(self._topics) >= self._TOPIC_CACHE:
+                self._topics.clear()
+            topic = (topic_for_subject(self._prefix, subject)
+                     if is_device_subject(self._prefix, subject) else None)
+            self._topics[subject] = topic
+        return topic
 
     def add_delivery(self, batch: Batch, delivery: Delivery) -> bool:
-        """Decode one stream message; False for the MQTT listener's own bookkeeping messages,
-        which the devices-account import carries along and which are not readings."""
-        if not is_device_subject(self._prefix, delivery.subject):
+        """Decode one stream message; False for one that is not a reading."""
+        topic = self._topic(delivery.subject)
+        if topic is None:
             return False
-        self.add(batch, delivery.seq, delivery.subject, delivery.timestamp_ns // 1000,
-                 delivery.data)
+        self._add(batch, delivery.seq, topic, delivery.timestamp_ns // 1000, delivery.data)
         return True
 
     def add(self, batch: Batch, seq: int, subject: str, received_us: int, data: bytes) -> None:
-        topic = topic_for_subject(self._prefix, subject)
+        self._add(batch, seq, topic_for_subject(self._prefix, subject), received_us, data)
+
+    def _add(self, batch: Batch, seq: int, topic: str, received_us: int, data: bytes) -> None:
         if not batch.first_seq:
             batch.first_seq = seq
         batch.last_seq = max(batch.last_seq, seq)

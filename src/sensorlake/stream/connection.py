@@ -22,6 +22,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    SubjectTransform,
 )
 from nats.js.errors import NotFoundError
 
@@ -29,6 +30,7 @@ from sensorlake.config import Config
 from sensorlake.errors import StreamError
 from sensorlake.stream.feed import Delivery, PullFeed
 from sensorlake.stream.server import StreamCredentials, stream_credentials
+from sensorlake.stream.subjects import BOOKKEEPING_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,9 @@ class StreamClient:
             max_msg_size=cfg.max_payload,
             discard=DiscardPolicy.OLD,
             duplicate_window=120,
+            subject_transform=SubjectTransform(
+                src=f"{cfg.subject_prefix}.$MQTT.>", dest=f"{BOOKKEEPING_PREFIX}.$MQTT.>"
+            ),
         )
         try:
             try:
@@ -234,13 +239,16 @@ class StreamClient:
                 filter_subject=f"{self.subject_prefix}.>",
             ),
         )
+        # Readings at the time of asking; the stream's last message may be bookkeeping that the
+        # filter skips, so waiting for its sequence would only wait for the fetch to expire.
+        wanted = int(info.num_pending or 0)
         feed = PullFeed(self._conn, self.stream_name, info.name)
         await feed.start()
         out: list[Delivery] = []
         size = 0
         truncated = False
         try:
-            while not truncated:
+            while not truncated and len(out) < wanted:
                 batch = await feed.fetch(10_000, 16 * 1024 * 1024, 0.25)
                 if not batch:
                     break

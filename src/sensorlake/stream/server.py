@@ -122,6 +122,10 @@ log_file: {q(str(config.data_dir / "nats.log"))}
 logfile_size_limit: 10MB
 jetstream {{
   store_dir: {q(str(store))}
+  # Device publishes reach the stream through an in-memory queue with no backpressure;
+  # nats-server's default (10,000 messages) drops acknowledged QoS 1 readings in a burst.
+  max_buffered_msgs: 1000000000
+  max_buffered_size: {config.stream.ingest_buffer}
 }}
 accounts {{
   SL {{

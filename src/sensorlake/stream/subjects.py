@@ -40,6 +40,11 @@ def is_device_subject(prefix: str, subject: str) -> bool:
     return not (first.startswith("$") or first.startswith("_INBOX."))
 
 
+BOOKKEEPING_PREFIX = "_mqtt_bookkeeping"
+"""Where the stream files the MQTT listener's own messages ($MQTT.msgs copies and JetStream acks
+that a capture of any topic also imports): outside the subject prefix, so neither the lake writer
+nor a fresh query is ever sent them."""
+
 WRITER_STATUS_SUBJECT = "_sensorlake.writer.status"
 """Request/reply subject on which the lake writer reports readiness and its metrics. Outside the
 subject prefix, so the stream never captures it."""
