@@ -33,6 +33,7 @@ class Sensorlake:
         self.data_dir = data_dir
         self.http_port = free_port()
         self.mqtt_port = free_port()
+        self.mqtts_port = free_port()
         self.nats_port = free_port()
         self.flush_interval = flush_interval
         self.extra_env = env
@@ -47,6 +48,7 @@ class Sensorlake:
         env = dict(os.environ)
         env.update(
             SENSORLAKE_STREAM__PORT=str(self.nats_port),
+            SENSORLAKE_SERVER__MQTTS_PORT=str(self.mqtts_port),
             SENSORLAKE_LAKE__FLUSH_INTERVAL=str(self.flush_interval),
             SENSORLAKE_LOG__LEVEL="info",
         )

@@ -23,6 +23,8 @@ from sensorlake.topics import check_topic_filter
 DEFAULT_CONFIG_FILE = "sensorlake.toml"
 ENV_PREFIX = "SENSORLAKE_"
 MiB = 1024 * 1024
+REGISTRY_FILE = "registry.db"
+"""The device registry and the API keys (SQLite): who may send what, in one file."""
 RUN_FILE = "run.json"
 """Written into the data dir while `up` runs: its pid and endpoints, for other commands."""
 
@@ -38,6 +40,35 @@ class ServerConfig(_Section):
     """Plain MQTT port devices publish to."""
     http_port: int = Field(8080, ge=1, le=65535)
     """HTTP port of the API (ingest, query, health, metrics)."""
+    mqtts_port: int = Field(8883, ge=1, le=65535)
+    """MQTT over TLS port; devices authenticate with their certificate. Used once devices are
+    registered (`sensorlake devices register`); plain MQTT is then off."""
+    public_host: str = ""
+    """Name or address devices dial; goes into device bundles and the server certificate. Empty:
+    `host`, or this machine's hostname when `host` is a wildcard address."""
+    insecure: bool = False
+    """Allow binding a non-loopback `host` with no device authentication (anyone on the network
+    can then publish). Off: `up` refuses and says how to register devices."""
+
+
+class DevicesConfig(_Section):
+    topics: list[str] = Field(default_factory=lambda: ["+/{device}/#"])
+    """MQTT topic filters a registered device may publish to; `{device}` is its name. Like an
+    IoT policy with the thing-name variable. The default matches `ingest.device_id_from`."""
+    commands: list[str] = Field(default_factory=lambda: ["cmd/{device}/#"])
+    """MQTT topic filters a registered device may subscribe to (its command topics)."""
+
+    @field_validator("topics", "commands")
+    @classmethod
+    def _device_filters(cls, value: list[str]) -> list[str]:
+        for topic_filter in value:
+            if "{device}" not in topic_filter:
+                raise ValueError(
+                    f"{topic_filter!r} must contain {{device}}, or every device could publish "
+                    "as every other"
+                )
+            check_topic_filter(topic_filter.replace("{device}", "x"))
+        return value
 
 
 class StreamConfig(_Section):
@@ -118,6 +149,14 @@ class QueryConfig(_Section):
     """Most rows one query returns over HTTP; the result says when it was truncated."""
 
 
+class ApiConfig(_Section):
+    rate_limit: float = Field(100.0, ge=0)
+    """Requests per second one API key may make on average; more get 429 with Retry-After.
+    0: no limit. Requests without a key (the open loopback API) are never limited."""
+    rate_limit_burst: int = Field(200, ge=1)
+    """Requests one API key may make at once, after a pause, before rate_limit applies."""
+
+
 class LogConfig(_Section):
     level: str = Field("warning", pattern=r"^(debug|info|warning|error)$")
     """Log level: debug, info, warning or error. Quiet by default."""
@@ -131,8 +170,10 @@ class Config(_Section):
     server: ServerConfig = ServerConfig()
     stream: StreamConfig = StreamConfig()
     ingest: IngestConfig = IngestConfig()
+    devices: DevicesConfig = DevicesConfig()
     lake: LakeConfig = LakeConfig()
     query: QueryConfig = QueryConfig()
+    api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
 
     @field_validator("data_dir")
@@ -278,6 +319,7 @@ def _sections() -> dict[str, type[BaseModel]]:
         "ingest": IngestConfig,
         "lake": LakeConfig,
         "query": QueryConfig,
+        "api": ApiConfig,
         "log": LogConfig,
     }
 

@@ -67,3 +67,54 @@ class LakeError(SensorlakeError):
     """The catalog or warehouse refused a read or a commit."""
 
     transient = True
+
+
+class DeviceError(SensorlakeError):
+    """A device registry operation cannot be done as asked (unknown name, duplicate, revoked)."""
+
+    status = 400
+
+
+class CertificateError(SensorlakeError):
+    """The sensorlake certificate authority or a certificate in the data dir is unusable."""
+
+
+class AccessError(SensorlakeError):
+    """A request carries no usable API key: missing, malformed, unknown or revoked.
+
+    The message never repeats what the client sent, so key material cannot leak into logs or
+    responses; at most it names the key's public id.
+    """
+
+    status = 401
+
+
+class AccessDenied(AccessError):
+    """The API key is valid but its scope or device binding does not allow this request."""
+
+    status = 403
+
+
+class RateLimited(AccessError):
+    """The API key spent its request budget; `retry_after` is the whole seconds until it may
+    send again, for the Retry-After header."""
+
+    transient = True
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, hint=hint)
+
+
+class ApiKeyError(SensorlakeError):
+    """An API key cannot be created or revoked as asked (bad scope/device pair, unknown id)."""
+
+    status = 400
+
+
+class KeyRegistryError(SensorlakeError):
+    """The key registry (registry.db) cannot be read, so no request can be authorised."""
+
+    transient = True
+    status = 503

@@ -2,6 +2,8 @@
 
 Every handler validates what it is sent and answers errors as `{"error", "hint"}` with a status a
 client can act on; nothing is written to the stream unless the whole request was acceptable.
+Who may call which route (API keys, scopes, rate limits) is decided before any handler runs, in
+`api/auth.py`.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sensorlake.access import Scope
+from sensorlake.api.auth import Access, AccessGuard, check_device_topic, own_readings, request_key
 from sensorlake.config import Config
+from sensorlake.devices.listing import COLUMNS as DEVICE_COLUMNS
+from sensorlake.devices.listing import device_rows
 from sensorlake.errors import (
     IngestError,
     PayloadTooLarge,
@@ -27,6 +34,7 @@ from sensorlake.errors import (
     StreamError,
 )
 from sensorlake.ingest.body import pack_messages, parse_body
+from sensorlake.ingest.identity import IdentityRules
 from sensorlake.lake.service import writer_status
 from sensorlake.metrics import ApiMetrics
 from sensorlake.query.engine import QueryEngine
@@ -88,6 +96,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def create_app(ctx: ApiContext) -> Starlette:
     cfg = ctx.config
+    identity = IdentityRules(cfg.ingest.device_id_from)
 
     async def ingest(request: Request) -> Response:
         if not ctx.accepting:
@@ -104,6 +113,9 @@ def create_app(ctx: ApiContext) -> Starlette:
                 f"topic {topic!r} is not captured by stream.topics {cfg.stream.topics}",
                 hint="send it under a captured topic, or add a filter for it to stream.topics",
             )
+        api_key = request_key(request)
+        if api_key is not None:
+            check_device_topic(api_key, topic, identity)
         key = request.headers.get("idempotency-key")
         if key is not None and not _KEY.fullmatch(key):
             raise IngestError(
@@ -112,9 +124,14 @@ def create_app(ctx: ApiContext) -> Starlette:
             )
         body = await _read_body(request, cfg.ingest.max_body_bytes)
         accepted, rejected = parse_body(body, request.headers.get("content-type"))
+        if api_key is not None:
+            accepted, rejected = own_readings(api_key, topic, accepted, rejected, identity)
         messages = pack_messages(accepted, cfg.stream.max_payload)
         if messages:
-            msg_ids = [f"{key}:{i}" for i in range(len(messages))] if key else None
+            # Per API key, so one key's client cannot suppress another's batch by reusing its
+            # Idempotency-Key.
+            owner = f"{api_key.id}:" if api_key is not None else ""
+            msg_ids = [f"{owner}{key}:{i}" for i in range(len(messages))] if key else None
             await ctx.client.publish_many(subject, messages, msg_ids=msg_ids)
         ctx.metrics.ingested.inc(len(accepted))
         ctx.metrics.rejected.inc(len(rejected))
@@ -153,6 +170,12 @@ def create_app(ctx: ApiContext) -> Starlette:
         info = await asyncio.to_thread(ctx.engine.describe, request.path_params["name"])
         return JSONResponse(info)
 
+    async def devices(request: Request) -> Response:
+        tail = await tail_from_stream(ctx.client, cfg, ctx.engine)
+        rows = await asyncio.to_thread(device_rows, cfg, ctx.engine, tail.table)
+        return JSONResponse({"devices": [dict(zip(DEVICE_COLUMNS, row, strict=True))
+                                         for row in rows]})
+
     async def healthz(request: Request) -> Response:
         stream_ok = ctx.client.connected
         status = await writer_status(ctx.client) if stream_ok else None
@@ -181,14 +204,27 @@ def create_app(ctx: ApiContext) -> Starlette:
             log.warning("%s %s failed: %s", request.method, request.url.path, exc)
         return _error(exc)
 
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/api/v1/ingest", ingest, methods=["POST"]),
+        Route("/api/v1/query", query, methods=["POST"]),
+        Route("/api/v1/tables", tables, methods=["GET"]),
+        Route("/api/v1/tables/{name}", describe, methods=["GET"]),
+        Route("/api/v1/devices", devices, methods=["GET"]),
+    ]
+    # The scope each route needs; a route missing here needs admin (see api/auth.py).
+    scopes = {
+        "/metrics": Scope.read,
+        "/api/v1/ingest": Scope.ingest,
+        "/api/v1/query": Scope.read,
+        "/api/v1/tables": Scope.read,
+        "/api/v1/tables/{name}": Scope.read,
+        "/api/v1/devices": Scope.read,
+    }
+    guard = Middleware(AccessGuard, access=Access(cfg), routes=routes, scopes=scopes)
     return Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/api/v1/ingest", ingest, methods=["POST"]),
-            Route("/api/v1/query", query, methods=["POST"]),
-            Route("/api/v1/tables", tables, methods=["GET"]),
-            Route("/api/v1/tables/{name}", describe, methods=["GET"]),
-        ],
+        routes=routes,
+        middleware=[guard],
         exception_handlers={SensorlakeError: on_error},
     )

@@ -12,10 +12,12 @@ import typer
 from rich.console import Console
 
 from sensorlake import __version__
+from sensorlake.cli import devices, keys
+from sensorlake.cli.common import ConfigOpt, DataDirOpt, FormatOpt, err
+from sensorlake.cli.common import load as _load
 from sensorlake.cli.output import Format, emit_doc, emit_rows
-from sensorlake.config import DEFAULT_CONFIG_FILE, Config, load_config, render_example
+from sensorlake.config import DEFAULT_CONFIG_FILE, Config, render_example
 from sensorlake.errors import SensorlakeError
-from sensorlake.logs import configure_logging
 
 app = typer.Typer(
     name="sensorlake",
@@ -24,28 +26,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="sensorlake.toml to read (default ./sensorlake.toml)."),
-]
-DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", "-d", help="Data folder (default ./sensorlake-data).")
-]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
-
-
-def _load(config: Path | None, data_dir: Path | None, **server: Any) -> Config:
-    overrides: dict[str, Any] = {"data_dir": data_dir}
-    server = {k: v for k, v in server.items() if v is not None}
-    if server:
-        overrides["server"] = server
-    cfg = load_config(config, overrides)
-    configure_logging(cfg.log.level, cfg.log.json_format)
-    return cfg
-
-
+app.add_typer(devices.app, name="devices")
+app.add_typer(keys.app, name="keys")
 @app.command()
 def up(
     config: ConfigOpt = None,
@@ -53,11 +35,19 @@ def up(
     host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
     mqtt_port: Annotated[int | None, typer.Option(help="MQTT port (default 1883).")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP port (default 8080).")] = None,
+    mqtts_port: Annotated[
+        int | None, typer.Option(help="MQTT over TLS port, used once devices are registered "
+                                 "(default 8883).")] = None,
+    insecure: Annotated[
+        bool | None, typer.Option("--insecure", help="Allow a non-loopback --host without "
+                                  "device authentication: anyone on the network may publish.")
+    ] = None,
 ) -> None:
     """Run the whole pipeline: MQTT + HTTP ingest, stream, lake writer, query API."""
     from sensorlake.cli.runner import run_up
 
-    cfg = _load(config, data_dir, host=host, mqtt_port=mqtt_port, http_port=http_port)
+    cfg = _load(config, data_dir, host=host, mqtt_port=mqtt_port, http_port=http_port,
+                mqtts_port=mqtts_port, insecure=insecure)
     asyncio.run(run_up(cfg, on_ready=_print_banner, config_path=config))
 
 
@@ -73,17 +63,28 @@ def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
 
 def _print_banner(cfg: Config) -> None:
+    from sensorlake.devices.bundle import bundle_dir
+    from sensorlake.devices.registry import Registry
+
     host = cfg.server.host
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
     out = Console(soft_wrap=True)  # commands must stay copy-pasteable, never wrapped
     out.print(f"[bold green]sensorlake {__version__} is up[/]  (data in {cfg.data_dir})")
-    out.print(f"  MQTT   mqtt://{host}:{cfg.server.mqtt_port}")
+    devices = Registry(cfg.data_dir).active()
+    if devices:
+        out.print(f"  MQTTS  mqtts://{host}:{cfg.server.mqtts_port}   ({len(devices)} registered "
+                  "devices; client certificate required)")
+    else:
+        out.print(f"  MQTT   mqtt://{host}:{cfg.server.mqtt_port}")
     out.print(f"  HTTP   http://{host}:{cfg.server.http_port}   (/healthz, /metrics, /api/v1/…)")
     out.print("  Try:")
-    out.print(
-        f"    mosquitto_pub -h {shown} -p {cfg.server.mqtt_port} -q 1 "
-        "-t farm/gh-01/telemetry -m '{\"temperature\": 21.5}'"
-    )
+    if devices:
+        out.print(f"    sh {bundle_dir(cfg, devices[0].name) / 'publish.sh'}")
+    else:
+        out.print(
+            f"    mosquitto_pub -h {shown} -p {cfg.server.mqtt_port} -q 1 "
+            "-t farm/gh-01/telemetry -m '{\"temperature\": 21.5}'"
+        )
     out.print(
         f"    curl -s -H 'Content-Type: application/json' -d '{{\"temperature\": 21.5}}' "
         f"'http://{shown}:{cfg.server.http_port}/api/v1/ingest?topic=farm/gh-01/telemetry'"

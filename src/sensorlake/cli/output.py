@@ -6,7 +6,7 @@ import csv
 import enum
 import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import orjson
@@ -34,7 +34,9 @@ def _cell(value: Any) -> str:
 def emit_rows(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: Format,
     extra: dict[str, Any] | None = None, console: Console | None = None,
+    whole: Collection[str] = (),
 ) -> None:
+    """`whole` names table columns never wrapped, such as ids a user copies into a command."""
     if fmt is Format.json:
         doc = {"columns": list(columns), "rows": [[jsonable(v) for v in r] for r in rows]}
         sys.stdout.write(orjson.dumps({**doc, **(extra or {})}).decode() + "\n")
@@ -45,7 +47,9 @@ def emit_rows(
         writer.writerows([[_cell(v) for v in r] for r in rows])
         sys.stdout.write(buf.getvalue())
     else:
-        table = Table(*columns, show_lines=False, header_style="bold")
+        table = Table(show_lines=False, header_style="bold")
+        for column in columns:
+            table.add_column(column, no_wrap=column in whole)
         for row in rows:
             table.add_row(*(_cell(v) for v in row))
         (console or Console()).print(table)

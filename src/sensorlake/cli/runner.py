@@ -22,14 +22,16 @@ import uvicorn
 
 from sensorlake.api.app import ApiContext, create_app
 from sensorlake.config import RUN_FILE, Config
-from sensorlake.errors import ServerStartError
+from sensorlake.devices.token_gate import TokenGate
+from sensorlake.errors import ConfigError, ServerStartError
+from sensorlake.hosts import is_loopback
 from sensorlake.lake.catalog import open_catalog
 from sensorlake.lake.service import writer_status
 from sensorlake.lake.tables import ensure_tables
 from sensorlake.metrics import ApiMetrics
 from sensorlake.query.engine import QueryEngine
 from sensorlake.stream.connection import StreamClient
-from sensorlake.stream.server import NatsSupervisor
+from sensorlake.stream.server import NatsSupervisor, mqtt_uses_tls
 from sensorlake.supervise import ChildSupervisor, spawn
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ async def run_up(
     config_path: Path | None = None,
 ) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    check_exposure(config)
     http_sock = _bind(config.server.host, config.server.http_port)
     nats = NatsSupervisor(config) if config.embedded_nats else None
     if nats is not None:
@@ -147,6 +150,10 @@ async def run_up(
             server_task = tasks.create_task(server.serve(sockets=[http_sock]), name="http")
             for child in supervised:
                 tasks.create_task(child.supervise(), name=f"supervise {child.name}")
+            gate: asyncio.Task[None] | None = None
+            if nats is not None:
+                tasks.create_task(nats.follow_registry(), name="follow the device registry")
+                gate = tasks.create_task(TokenGate(config).run(), name="token MQTT")
             _write_run_file(config)
             if on_ready is not None:
                 on_ready(config)
@@ -154,6 +161,8 @@ async def run_up(
             log.info("shutting down: no new input, the writer commits what it holds")
             ctx.accepting = False
             server.should_exit = True
+            if gate is not None:
+                gate.cancel()
             await server_task
             await stop_in_order()  # also ends the supervise tasks the task group waits for
     finally:
@@ -163,10 +172,28 @@ async def run_up(
         http_sock.close()
 
 
+def check_exposure(config: Config) -> None:
+    """Secure by default: plain, anonymous MQTT is for loopback only."""
+    host = config.server.host
+    if not config.embedded_nats or is_loopback(host) or config.server.insecure:
+        return
+    if not mqtt_uses_tls(config):
+        raise ConfigError(
+            "server.host",
+            f"binding {host} would let anyone on the network publish: no device is registered, "
+            "so MQTT has no authentication",
+            hint="register devices first (`sensorlake devices register gh-01 gh-02`; they then "
+            f"connect over TLS on port {config.server.mqtts_port} with their certificates), or "
+            "pass --insecure to accept unauthenticated MQTT",
+        )
+
+
 def _write_run_file(config: Config) -> None:
     info = {
         "pid": os.getpid(),
         "http": f"http://{config.server.host}:{config.server.http_port}",
-        "mqtt": f"mqtt://{config.server.host}:{config.server.mqtt_port}",
+        "mqtt": (f"mqtts://{config.server.host}:{config.server.mqtts_port}"
+                 if mqtt_uses_tls(config) else
+                 f"mqtt://{config.server.host}:{config.server.mqtt_port}"),
     }
     (config.data_dir / RUN_FILE).write_text(json.dumps(info), encoding="utf-8")

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sensorlake.config import Config
+from sensorlake.devices.ca import device_subject
+from sensorlake.devices.registry import Registry
+from sensorlake.devices.tls import ensure_server_certificate
 from sensorlake.errors import ServerStartError
 from sensorlake.stream.subjects import subject_for_filter
 from sensorlake.supervise import ChildSupervisor, spawn
@@ -97,8 +100,57 @@ def stream_credentials(config: Config) -> StreamCredentials:
     )
 
 
+def mqtt_uses_tls(config: Config) -> bool:
+    """Plain anonymous MQTT until the first device is registered; client certificates after."""
+    return Registry(config.data_dir).exists()
+
+
+def mqtt_port(config: Config) -> int:
+    return config.server.mqtts_port if mqtt_uses_tls(config) else config.server.mqtt_port
+
+
+def _device_users(config: Config) -> list[str]:
+    """One nats-server user per active device, matched by its certificate's subject and allowed
+    its own topics only (the idea of an IoT policy with the thing-name variable)."""
+    q = json.dumps
+    users = []
+    for device in Registry(config.data_dir).active():
+        publish = [subject_for_filter(t.replace("{device}", device.name))
+                   for t in config.devices.topics]
+        subscribe = [subject_for_filter(t.replace("{device}", device.name))
+                     for t in config.devices.commands]
+        permissions = (f"permissions: {{publish: {{allow: {q(publish)}}}, "
+                       f"subscribe: {{allow: {q(subscribe)}}}}}")
+        # The device's own certificate, and the one the token gate presents for it.
+        for serial in (device.cert_serial, device.token_cert_serial):
+            if serial:
+                users.append(f"{{user: {q(device_subject(device.name, serial))}, {permissions}}}")
+    return users
+
+
+def _mqtt_block(config: Config) -> str:
+    q = json.dumps
+    if not mqtt_uses_tls(config):
+        return f"""mqtt {{
+  listen: {q(f"{config.server.host}:{config.server.mqtt_port}")}
+  no_auth_user: {q(DEVICE_USER)}
+}}"""
+    cert, key = ensure_server_certificate(config)
+    return f"""mqtt {{
+  listen: {q(f"{config.server.host}:{config.server.mqtts_port}")}
+  tls {{
+    cert_file: {q(str(cert))}
+    key_file: {q(str(key))}
+    ca_file: {q(str(config.data_dir / "ca" / "ca.crt"))}
+    verify_and_map: true
+    timeout: 5
+  }}
+}}"""
+
+
 def render_nats_config(config: Config) -> str:
-    """nats-server configuration for the embedded server, derived entirely from `config`."""
+    """nats-server configuration for the embedded server, derived entirely from `config` and
+    the device registry."""
     passwords = load_or_create_secrets(config)
     q = json.dumps
     store = config.data_dir / "nats"
@@ -113,7 +165,10 @@ def render_nats_config(config: Config) -> str:
         "" if subjects == [">"]
         else f", permissions: {{publish: {{allow: [{', '.join(q(s) for s in subjects)}]}}}}"
     )
-    return f"""# Written by sensorlake from sensorlake.toml at every start; edits are overwritten.
+    users = [f"{{user: {q(DEVICE_USER)}, password: {q(passwords['device'])}{permissions}}}",
+             *_device_users(config)]
+    user_lines = ",\n      ".join(users)
+    return f"""# Written by sensorlake from sensorlake.toml and the device registry; edits are lost.
 server_name: sensorlake
 listen: {q(f"127.0.0.1:{config.stream.port}")}
 max_payload: {config.stream.max_payload}
@@ -135,14 +190,13 @@ accounts {{
   }}
   DEVICES {{
     jetstream: enabled
-    users: [{{user: {q(DEVICE_USER)}, password: {q(passwords["device"])}{permissions}}}]
+    users: [
+      {user_lines}
+    ]
     exports: [{{stream: ">"}}]
   }}
 }}
-mqtt {{
-  listen: {q(f"{config.server.host}:{config.server.mqtt_port}")}
-  no_auth_user: {q(DEVICE_USER)}
-}}
+{_mqtt_block(config)}
 """
 
 
@@ -201,19 +255,55 @@ class NatsSupervisor(ChildSupervisor):
         self._binary = find_nats_server(config.stream.nats_server)
         self._conf_path = config.data_dir / "nats.conf"
         self._start_timeout = start_timeout
+        self._rendered = ""
+        self._mqtt_port = config.server.mqtt_port
 
     async def start(self) -> None:
         self._config.data_dir.mkdir(parents=True, exist_ok=True)
-        self._conf_path.write_text(render_nats_config(self._config), encoding="utf-8")
-        os.chmod(self._conf_path, 0o600)
+        self._write_config()
         _stop_stale_server(self._config.data_dir / "nats.pid")
         await self._spawn()
 
+    def _write_config(self) -> bool:
+        """Render the configuration; True when it differs from what the server runs with."""
+        rendered = render_nats_config(self._config)
+        if self._rendered == rendered:
+            return False
+        self._rendered = rendered
+        self._conf_path.write_text(rendered, encoding="utf-8")
+        os.chmod(self._conf_path, 0o600)
+        return True
+
+    async def follow_registry(self, interval: float = 1.0) -> None:
+        """Apply device registry changes (made by the CLI while `up` runs) to the running server:
+        a reload keeps every other device connected; a revoked device is disconnected."""
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            tls_before = self._mqtt_port
+            try:
+                changed = await asyncio.to_thread(self._write_config)
+            except Exception as exc:  # a broken registry must not take the server down
+                log.error("cannot apply the device registry: %s", exc)
+                continue
+            proc = self._proc
+            if not changed or proc is None or proc.returncode is not None:
+                continue
+            if mqtt_port(self._config) != tls_before:
+                # Plain → TLS (first device registered): a new listener needs a restart.
+                log.warning("MQTT switches to TLS on port %s; restarting nats-server",
+                            self._config.server.mqtts_port)
+                proc.send_signal(signal.SIGTERM)
+            else:
+                log.info("device registry changed; reloading nats-server")
+                proc.send_signal(signal.SIGHUP)
+
     async def _spawn(self) -> None:
         host = self._config.server.host
+        self._mqtt_port = mqtt_port(self._config)
         for port, what in (
             (self._config.stream.port, "stream.port"),
-            (self._config.server.mqtt_port, "server.mqtt_port"),
+            (self._mqtt_port, "server.mqtts_port" if mqtt_uses_tls(self._config)
+             else "server.mqtt_port"),
         ):
             if await _port_open("127.0.0.1" if what == "stream.port" else host, port):
                 raise ServerStartError(
@@ -235,7 +325,7 @@ class NatsSupervisor(ChildSupervisor):
                     hint=f"see {self._config.data_dir / 'nats.log'}",
                 )
             if await _port_open("127.0.0.1", self._config.stream.port) and await _port_open(
-                host, self._config.server.mqtt_port
+                host, self._mqtt_port
             ):
                 log.info("nats-server pid %s ready", self._proc.pid)
                 return

@@ -1,0 +1,194 @@
+"""`sensorlake devices …`: register, list, show, revoke and rotate devices."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from sensorlake.cli.common import ConfigOpt, DataDirOpt, FormatOpt, load
+from sensorlake.cli.output import Format, emit_doc, emit_rows
+from sensorlake.config import Config
+from sensorlake.devices.bundle import write_bundle
+from sensorlake.devices.ca import IssuedCertificate, write_private
+from sensorlake.devices.registry import Device, Registry
+from sensorlake.errors import DeviceError
+
+app = typer.Typer(help="Devices: register them (certificate + bundle), list, revoke, rotate.",
+                  no_args_is_help=True)
+out = Console(soft_wrap=True)
+
+
+def _attributes(pairs: list[str]) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DeviceError(f"--attr {pair!r} is not KEY=VALUE", hint="e.g. --attr type=dht22")
+        attrs[key] = value
+    return attrs
+
+
+def _from_csv(path: Path) -> dict[str, dict[str, str]]:
+    """name column (required) plus any other columns as attributes."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or "name" not in reader.fieldnames:
+                raise DeviceError(f"{path} has no 'name' column",
+                                  hint="first line: name,type,location (any attribute columns)")
+            return {
+                row["name"].strip(): {k: v for k, v in row.items() if k != "name" and v}
+                for row in reader if row.get("name", "").strip()
+            }
+    except OSError as exc:
+        raise DeviceError(f"cannot read {path}: {exc}") from exc
+
+
+def _write_bundles(cfg: Config, issued: list[tuple[Device, IssuedCertificate]],
+                   out_dir: Path | None) -> list[Path]:
+    ca_pem = Registry(cfg.data_dir).ca.cert_pem
+    return [
+        write_bundle(cfg, device.name, cert, ca_pem,
+                     out_dir / device.name if out_dir else None)
+        for device, cert in issued
+    ]
+
+
+@app.command()
+def register(
+    names: Annotated[list[str] | None, typer.Argument(help="Device names.")] = None,
+    count: Annotated[int | None, typer.Option(help="Register N devices named PREFIX-001…")] = None,
+    prefix: Annotated[str, typer.Option(help="Name prefix with --count.")] = "device",
+    csv_file: Annotated[Path | None, typer.Option("--csv", help="CSV with a name column; "
+                                                  "other columns become attributes.")] = None,
+    attr: Annotated[list[str] | None, typer.Option(help="KEY=VALUE attribute for every device "
+                                                   "registered (repeatable).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write bundles here instead of "
+                                                 "<data-dir>/bundles.")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Register devices: each gets a key, a certificate from the sensorlake CA, and a bundle."""
+    cfg = load(config, data_dir)
+    common = _attributes(attr or [])
+    wanted: dict[str, dict[str, str]] = {}
+    for name in names or []:
+        wanted[name] = {}
+    if count is not None:
+        if count < 1 or count > 100_000:
+            raise DeviceError(f"--count {count} is out of range", hint="use 1 to 100000")
+        width = max(3, len(str(count)))
+        for i in range(1, count + 1):
+            wanted[f"{prefix}-{i:0{width}d}"] = {}
+    if csv_file is not None:
+        wanted.update(_from_csv(csv_file))
+    if not wanted:
+        raise DeviceError("no device to register",
+                          hint="name them (`devices register gh-01 gh-02`), or use --count/--csv")
+    attributes = {name: {**common, **attrs} for name, attrs in wanted.items()}
+    registry = Registry(cfg.data_dir)
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("issuing certificates", total=len(wanted))
+        issued = registry.register(list(wanted), attributes)
+        progress.update(task, completed=len(wanted) // 2, description="writing bundles")
+        folders = _write_bundles(cfg, issued, out_dir)
+        progress.update(task, completed=len(wanted))
+    for (device, _), folder in zip(issued, folders, strict=True):
+        out.print(f"registered [bold]{device.name}[/]  bundle: {folder}")
+    if len(issued) == 1:
+        out.print(f"  try: sh {folders[0] / 'publish.sh'}")
+    out.print(f"[dim]MQTT now needs TLS with a client certificate on port "
+              f"{cfg.server.mqtts_port}; a running `up` applies this within a second.[/]")
+
+
+@app.command("list")
+def list_(config: ConfigOpt = None, data_dir: DataDirOpt = None,
+          fmt: FormatOpt = Format.table) -> None:
+    """Registered devices, and any that published, with when they were last seen."""
+    from sensorlake.devices.listing import COLUMNS, device_rows
+    from sensorlake.query.engine import QueryEngine
+    from sensorlake.query.fresh import stream_tail
+
+    cfg = load(config, data_dir)
+    engine = QueryEngine(cfg)
+    tail = asyncio.run(stream_tail(cfg, engine))
+    emit_rows(COLUMNS, device_rows(cfg, engine, tail.table), fmt)
+
+
+@app.command()
+def show(name: Annotated[str, typer.Argument(help="Device name.")], config: ConfigOpt = None,
+         data_dir: DataDirOpt = None, fmt: FormatOpt = Format.table) -> None:
+    """One device: status, attributes, certificate, topics it may use."""
+    from sensorlake.devices.bundle import bundle_dir
+
+    cfg = load(config, data_dir)
+    device = Registry(cfg.data_dir).get(name)
+    emit_doc({
+        "name": device.name,
+        "status": device.status,
+        "attributes": device.attributes,
+        "certificate_serial": device.cert_serial,
+        "certificate_expires": device.cert_not_after,
+        "may_publish": ", ".join(t.replace("{device}", name) for t in cfg.devices.topics),
+        "may_subscribe": ", ".join(t.replace("{device}", name) for t in cfg.devices.commands),
+        "bundle": str(bundle_dir(cfg, name)),
+        "registered": device.created_at,
+        "updated": device.updated_at,
+    }, fmt)
+
+
+@app.command()
+def revoke(name: Annotated[str, typer.Argument(help="Device name.")], config: ConfigOpt = None,
+           data_dir: DataDirOpt = None) -> None:
+    """Stop a device: its certificate is refused, and a running `up` disconnects it."""
+    cfg = load(config, data_dir)
+    Registry(cfg.data_dir).revoke(name)
+    out.print(f"revoked {name}; `sensorlake devices rotate {name}` would issue a new certificate")
+
+
+@app.command()
+def rotate(
+    name: Annotated[str, typer.Argument(help="Device name.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write the bundle here.")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """A new key and certificate for a device; the old certificate stops working."""
+    cfg = load(config, data_dir)
+    device, cert = Registry(cfg.data_dir).rotate(name)
+    folder = _write_bundles(cfg, [(device, cert)], out_dir)[0]
+    out.print(f"rotated {name}; new bundle: {folder} (copy it to the device)")
+
+
+@app.command()
+def token(
+    name: Annotated[str, typer.Argument(help="Device name.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """A username + token for a device that cannot hold a certificate (replaces its old token).
+
+    The device connects with plain MQTT to the usual MQTT port, username = its name, password =
+    the token; it may use the same topics as with its certificate.
+    """
+    from sensorlake.devices.bundle import device_topic
+    from sensorlake.devices.tls import public_host
+    from sensorlake.devices.token_gate import token_dir
+
+    cfg = load(config, data_dir)
+    secret, cert = Registry(cfg.data_dir).issue_token(name)
+    folder = token_dir(cfg, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    write_private(folder / "device.key", cert.key_pem)
+    (folder / "device.crt").write_bytes(cert.cert_pem)
+    out.print(f"token for {name} (shown once; `devices token {name}` again replaces it):")
+    out.print(secret)
+    out.print(f"  mosquitto_pub -h {public_host(cfg)} -p {cfg.server.mqtt_port} -u {name} "
+              f"-P '{secret}' -q 1 -t {device_topic(cfg, name)} -m '{{\"temperature\": 21.5}}'")

@@ -1,0 +1,29 @@
+"""`<data_dir>/registry.db`: devices and API keys, each in its own table of one SQLite file.
+
+The CLI writes it while `up` reads it, so every use is a short-lived connection in WAL mode, and
+each caller creates its table on first use.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from sensorlake.config import REGISTRY_FILE
+
+
+def registry_path(data_dir: Path) -> Path:
+    return data_dir / REGISTRY_FILE
+
+
+@contextmanager
+def registry_db(data_dir: Path, schema: str) -> Iterator[sqlite3.Connection]:
+    """One transaction on the registry, with `schema` (CREATE TABLE IF NOT EXISTS) applied."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(registry_path(data_dir), timeout=10)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(schema)
+        with db:
+            yield db

@@ -1,0 +1,275 @@
+"""Registered devices over MQTT TLS: each connects as itself and publishes only to its topics.
+
+Real nats-server, real TLS clients (paho-mqtt with the generated bundle, and Debian's
+mosquitto_pub through the bundle's publish.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+
+from sensorlake.devices.ca import CertificateAuthority, write_private
+from tests.conftest import SENSORLAKE, Sensorlake, free_port
+
+pytestmark = pytest.mark.slow
+
+
+class Attempt:
+    """One TLS MQTT connection; `result` is "connected" or why it was refused."""
+
+    def __init__(self, port: int, ca: Path, cert: Path | None, key: Path | None) -> None:
+        self.result = ""
+        self.disconnected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"t-{uuid.uuid4().hex[:8]}")
+        self.client.tls_set(ca_certs=str(ca), certfile=str(cert) if cert else None,
+                            keyfile=str(key) if key else None)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *_: self.disconnected.set()
+        try:
+            self.client.connect("127.0.0.1", port)
+        except (ssl.SSLError, OSError) as exc:
+            self.result = f"refused: {exc}"
+            return
+        self.client.loop_start()
+        deadline = time.monotonic() + 5
+        while not self.result and time.monotonic() < deadline:
+            if self.disconnected.is_set():
+                self.result = "refused: connection closed"
+            time.sleep(0.02)
+        self.result = self.result or "refused: no CONNACK"
+
+    def _on_connect(self, _c: object, _u: object, _f: object, rc: object, _p: object) -> None:
+        self.result = "connected" if str(rc) == "Success" else f"refused: {rc}"
+
+    def publish(self, topic: str, payload: dict[str, object]) -> None:
+        info = self.client.publish(topic, orjson.dumps(payload), qos=1)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def bundle(lake: Sensorlake, name: str) -> Path:
+    return lake.data_dir / "bundles" / name
+
+
+def attempt(lake: Sensorlake, name: str) -> Attempt:
+    folder = bundle(lake, name)
+    return Attempt(lake.mqtts_port, folder / "ca.crt", folder / "device.crt",
+                   folder / "device.key")
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensorlake]:
+    lake = Sensorlake(tmp_path_factory.mktemp("secured") / "data")
+    lake.cli("devices", "register", "gh-01", "gh-02", "gh-03", "gh-04", "tok-1", "tok-2",
+             "--attr", "type=dht22")
+    lake.start()
+    yield lake
+    lake.stop()
+
+
+def test_a_registered_device_publishes_to_its_topic_and_the_reading_is_queryable(
+    secured: Sensorlake,
+) -> None:
+    marker = uuid.uuid4().hex
+    client = attempt(secured, "gh-01")
+    assert client.result == "connected"
+    client.publish("farm/gh-01/telemetry", {"temperature": 21.5, "marker": marker})
+    client.close()
+    rows = secured.wait_rows(
+        f"SELECT device_id, topic, temperature FROM telemetry WHERE marker = '{marker}'", 1)
+    assert rows == [["gh-01", "farm/gh-01/telemetry", 21.5]]
+
+
+def test_the_devices_api_lists_registered_devices_and_any_that_published(
+    secured: Sensorlake,
+) -> None:
+    assert secured.ingest("farm/walk-in/telemetry", {"t": 1}).status_code == 200
+    secured.wait_rows("SELECT 1 FROM telemetry WHERE device_id = 'walk-in'", 1)
+    reply = httpx.get(f"{secured.url}/api/v1/devices", timeout=30)
+    assert reply.status_code == 200
+    devices = {d["name"]: d for d in reply.json()["devices"]}
+    assert devices["gh-02"]["status"] == "active"
+    assert devices["gh-02"]["attributes"] == {"type": "dht22"}
+    assert devices["walk-in"]["status"] == "unregistered"
+    assert devices["walk-in"]["readings"] == 1
+    assert devices["walk-in"]["last_seen"] is not None
+
+
+def test_the_bundle_publish_script_works_with_mosquitto_pub(secured: Sensorlake) -> None:
+    script = bundle(secured, "gh-02") / "publish.sh"
+    assert os.stat(bundle(secured, "gh-02") / "device.key").st_mode & 0o777 == 0o600
+    done = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert secured.wait_rows(
+        "SELECT topic FROM telemetry WHERE device_id = 'gh-02'", 1) == [["farm/gh-02/telemetry"]]
+
+
+def test_publishing_to_another_devices_topic_is_refused_and_never_reaches_the_lake(
+    secured: Sensorlake,
+) -> None:
+    forged, honest = uuid.uuid4().hex, uuid.uuid4().hex
+    client = attempt(secured, "gh-03")
+    assert client.result == "connected"
+    # nats-server acknowledges the refused QoS 1 publish (MQTT 3.1.1 cannot say no) and drops it.
+    client.client.publish("farm/gh-04/telemetry", orjson.dumps({"marker": forged}), qos=1)
+    client.client.publish("gh-04/x", orjson.dumps({"marker": forged}), qos=0)
+    time.sleep(0.5)
+    if client.disconnected.is_set():  # some servers drop the connection; reconnect to go on
+        client = attempt(secured, "gh-03")
+    client.publish("farm/gh-03/telemetry", {"marker": honest})
+    client.close()
+    assert secured.wait_rows(
+        f"SELECT device_id FROM telemetry WHERE marker = '{honest}'", 1) == [["gh-03"]]
+    assert secured.rows(f"SELECT count(*) FROM telemetry WHERE marker = '{forged}'") == [[0]]
+    assert secured.rows(
+        f"SELECT count(*) FROM dead_letter WHERE CAST(raw AS VARCHAR) LIKE '%{forged}%'") == [[0]]
+
+
+def test_no_certificate_a_foreign_ca_and_plain_mqtt_are_refused(
+    secured: Sensorlake, tmp_path: Path,
+) -> None:
+    ca = bundle(secured, "gh-01") / "ca.crt"
+    assert Attempt(secured.mqtts_port, ca, None, None).result.startswith("refused")
+    foreign = CertificateAuthority(tmp_path / "foreign")
+    forged = foreign.issue_device("gh-01")  # right name, wrong signer
+    (tmp_path / "forged.crt").write_bytes(forged.cert_pem)
+    write_private(tmp_path / "forged.key", forged.key_pem)
+    assert Attempt(secured.mqtts_port, ca, tmp_path / "forged.crt",
+                   tmp_path / "forged.key").result.startswith("refused")
+    # Once devices exist, plain MQTT takes a device token, never an anonymous client.
+    assert Plain(secured.mqtt_port, None, None).result == "refused: Not authorized"
+    assert Plain(secured.mqtt_port, "gh-01", "").result == "refused: Not authorized"
+
+
+def test_revoking_disconnects_the_device_and_rotating_replaces_its_certificate(
+    secured: Sensorlake, tmp_path: Path,
+) -> None:
+    connected = attempt(secured, "gh-04")
+    assert connected.result == "connected"
+    connected.client.reconnect_delay_set(30, 30)  # no reconnect within the test
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("device.crt", "device.key"):
+        (old / name).write_bytes((bundle(secured, "gh-04") / name).read_bytes())
+    secured.cli("devices", "revoke", "gh-04")
+    assert connected.disconnected.wait(10), "a revoked device stays connected"
+    assert attempt(secured, "gh-04").result.startswith("refused")
+    secured.cli("devices", "rotate", "gh-04")
+    deadline = time.monotonic() + 10
+    while (result := attempt(secured, "gh-04").result) != "connected":
+        assert time.monotonic() < deadline, result
+        time.sleep(0.3)
+    ca = bundle(secured, "gh-04") / "ca.crt"
+    assert Attempt(secured.mqtts_port, ca, old / "device.crt",
+                   old / "device.key").result.startswith("refused")
+    shown = secured.cli("devices", "list", "--format", "json").stdout
+    devices = {row[0]: row for row in orjson.loads(shown)["rows"]}
+    assert devices["gh-04"][1] == "active"
+    assert devices["gh-01"][2] == {"type": "dht22"}
+    assert devices["gh-01"][4] >= 1  # readings seen from it
+
+
+def test_ca_key_is_private(secured: Sensorlake) -> None:
+    assert os.stat(secured.data_dir / "ca" / "ca.key").st_mode & 0o777 == 0o600
+    assert "BEGIN" not in secured.log()
+
+
+def test_registering_the_first_device_while_up_runs_switches_mqtt_to_tls(tmp_path: Path) -> None:
+    lake = Sensorlake(tmp_path / "data").start()
+    try:
+        lake.mqtt_publish("farm/anon/telemetry", [b'{"v": 1}'])  # plain and anonymous, loopback
+        lake.cli("devices", "register", "gh-09")
+        deadline = time.monotonic() + 20
+        while (result := attempt(lake, "gh-09").result) != "connected":
+            assert time.monotonic() < deadline, result
+            time.sleep(0.3)
+        assert lake.wait_rows("SELECT v FROM telemetry WHERE device_id = 'anon'", 1) == [[1.0]]
+    finally:
+        lake.stop()
+
+
+def test_a_non_loopback_address_without_devices_refuses_to_start(tmp_path: Path) -> None:
+    env = dict(os.environ, SENSORLAKE_STREAM__PORT=str(free_port()))
+    done = subprocess.run(
+        [*SENSORLAKE, "up", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "data"),
+         "--http-port", str(free_port()), "--mqtt-port", str(free_port())],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert done.returncode == 1
+    assert "server.host" in done.stderr
+    assert "sensorlake devices register" in done.stderr
+    assert "--insecure" in done.stderr
+
+
+class Plain:
+    """A plain MQTT connection with username and token, to the token gate."""
+
+    def __init__(self, port: int, username: str | None, password: str | None) -> None:
+        self.result = ""
+        self.disconnected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"t-{uuid.uuid4().hex[:8]}")
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(30, 30)
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: setattr(
+            self, "result", "connected" if str(rc) == "Success" else f"refused: {rc}")
+        self.client.on_disconnect = lambda *_: self.disconnected.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        deadline = time.monotonic() + 5
+        while not self.result and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def token_for(lake: Sensorlake, name: str) -> str:
+    printed = lake.cli("devices", "token", name).stdout.splitlines()
+    return printed[1].strip()
+
+
+def test_a_token_device_is_confined_like_a_certificate_device(secured: Sensorlake) -> None:
+    token = token_for(secured, "tok-1")
+    assert token not in secured.log()
+    deadline = time.monotonic() + 10
+    while (client := Plain(secured.mqtt_port, "tok-1", token)).result != "connected":
+        assert time.monotonic() < deadline, client.result  # the reload takes up to a second
+        client.client.loop_stop()
+        time.sleep(0.3)
+    honest, forged = uuid.uuid4().hex, uuid.uuid4().hex
+    client.client.publish("farm/gh-01/telemetry", orjson.dumps({"marker": forged}), qos=1)
+    info = client.client.publish("farm/tok-1/telemetry", orjson.dumps({"marker": honest}), qos=1)
+    info.wait_for_publish(10)
+    assert secured.wait_rows(
+        f"SELECT device_id FROM telemetry WHERE marker = '{honest}'", 1) == [["tok-1"]]
+    assert secured.rows(f"SELECT count(*) FROM telemetry WHERE marker = '{forged}'") == [[0]]
+
+    assert Plain(secured.mqtt_port, "tok-1", token + "x").result == "refused: Not authorized"
+    assert Plain(secured.mqtt_port, "tok-2", token).result == "refused: Not authorized"
+    assert Plain(secured.mqtt_port, "nobody", token).result == "refused: Not authorized"
+    done = subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(secured.mqtt_port), "-u", "tok-1",
+         "-P", token, "-q", "1", "-t", "farm/tok-1/telemetry", "-m", '{"via": 7}'],
+        capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert secured.wait_rows("SELECT via FROM telemetry WHERE via = 7", 1) == [[7.0]]
+
+    secured.cli("devices", "revoke", "tok-1")
+    assert client.disconnected.wait(10), "a revoked token device stays connected"
+    assert Plain(secured.mqtt_port, "tok-1", token).result == "refused: Not authorized"
