@@ -42,7 +42,8 @@ class Sensorlake:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.extra_env.get("SENSORLAKE_SERVER__HTTPS") == "true" else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -67,7 +68,9 @@ class Sensorlake:
             if self.proc.poll() is not None:
                 raise AssertionError(f"sensorlake up exited early:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                # Readiness only; tests of https check the certificate themselves.
+                if httpx.get(f"{self.url}/healthz", timeout=1,
+                             verify=False).status_code == 200:  # noqa: S501
                     return self
             except httpx.HTTPError:
                 pass

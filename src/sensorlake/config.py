@@ -49,6 +49,13 @@ class ServerConfig(_Section):
     insecure: bool = False
     """Allow binding a non-loopback `host` with no device authentication (anyone on the network
     can then publish). Off: `up` refuses and says how to register devices."""
+    https: bool = False
+    """Serve the HTTP API over TLS (so API keys never cross the network in clear text)."""
+    tls_cert: str = ""
+    """Certificate (PEM, with its chain) for https. Empty: one issued by the sensorlake CA for
+    `public_host`, `localhost` and `127.0.0.1`; clients then trust `<data_dir>/ca/ca.crt`."""
+    tls_key: str = ""
+    """Private key (PEM) of `tls_cert`."""
 
 
 class DevicesConfig(_Section):

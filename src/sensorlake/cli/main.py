@@ -76,7 +76,9 @@ def _print_banner(cfg: Config) -> None:
                   "devices; client certificate required)")
     else:
         out.print(f"  MQTT   mqtt://{host}:{cfg.server.mqtt_port}")
-    out.print(f"  HTTP   http://{host}:{cfg.server.http_port}   (/healthz, /metrics, /api/v1/…)")
+    scheme = "https" if cfg.server.https else "http"
+    out.print(f"  HTTP   {scheme}://{host}:{cfg.server.http_port}   "
+              "(/healthz, /metrics, /api/v1/…)")
     out.print("  Try:")
     if devices:
         out.print(f"    sh {bundle_dir(cfg, devices[0].name) / 'publish.sh'}")
@@ -87,7 +89,7 @@ def _print_banner(cfg: Config) -> None:
         )
     out.print(
         f"    curl -s -H 'Content-Type: application/json' -d '{{\"temperature\": 21.5}}' "
-        f"'http://{shown}:{cfg.server.http_port}/api/v1/ingest?topic=farm/gh-01/telemetry'"
+        f"'{scheme}://{shown}:{cfg.server.http_port}/api/v1/ingest?topic=farm/gh-01/telemetry'"
     )
     out.print('    sensorlake query "SELECT device_id, ts, temperature FROM telemetry"')
     out.print("  Ctrl-C stops (buffered readings are committed first).")

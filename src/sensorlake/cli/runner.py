@@ -22,6 +22,7 @@ import uvicorn
 
 from sensorlake.api.app import ApiContext, create_app
 from sensorlake.config import RUN_FILE, Config
+from sensorlake.devices.tls import ensure_server_certificate
 from sensorlake.devices.token_gate import TokenGate
 from sensorlake.errors import ConfigError, ServerStartError
 from sensorlake.hosts import is_loopback
@@ -136,10 +137,12 @@ async def run_up(
             metrics=ApiMetrics(),
             restarts=lambda: {child.name: child.restarts for child in supervised},
         )
+        tls = https_files(config)
         server = _Server(
             uvicorn.Config(
                 create_app(ctx), log_level="warning", lifespan="off", access_log=False,
-                timeout_graceful_shutdown=3,
+                timeout_graceful_shutdown=3, ssl_certfile=tls[0] if tls else None,
+                ssl_keyfile=tls[1] if tls else None,
             )
         )
         stop = asyncio.Event()
@@ -172,6 +175,26 @@ async def run_up(
         http_sock.close()
 
 
+def https_files(config: Config) -> tuple[str, str] | None:
+    """uvicorn's TLS settings: the user's certificate, or one from the sensorlake CA."""
+    server = config.server
+    if not server.https:
+        return None
+    if bool(server.tls_cert) != bool(server.tls_key):
+        raise ConfigError("server.tls_cert" if not server.tls_cert else "server.tls_key",
+                          "tls_cert and tls_key go together",
+                          hint="set both, or neither to use a certificate from the sensorlake CA")
+    if server.tls_cert:
+        for setting, value in (("server.tls_cert", server.tls_cert),
+                               ("server.tls_key", server.tls_key)):
+            if not Path(value).expanduser().is_file():
+                raise ConfigError(setting, f"{value} is not a file",
+                                  hint="give the PEM file's path")
+        return str(Path(server.tls_cert).expanduser()), str(Path(server.tls_key).expanduser())
+    cert_path, key_path = ensure_server_certificate(config)
+    return str(cert_path), str(key_path)
+
+
 def check_exposure(config: Config) -> None:
     """Secure by default: plain, anonymous MQTT is for loopback only."""
     host = config.server.host
@@ -191,7 +214,8 @@ def check_exposure(config: Config) -> None:
 def _write_run_file(config: Config) -> None:
     info = {
         "pid": os.getpid(),
-        "http": f"http://{config.server.host}:{config.server.http_port}",
+        "http": f"{'https' if config.server.https else 'http'}://{config.server.host}:"
+                f"{config.server.http_port}",
         "mqtt": (f"mqtts://{config.server.host}:{config.server.mqtts_port}"
                  if mqtt_uses_tls(config) else
                  f"mqtt://{config.server.host}:{config.server.mqtt_port}"),
