@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -129,13 +130,36 @@ def test_the_devices_api_lists_registered_devices_and_any_that_published(
     assert devices["walk-in"]["last_seen"] is not None
 
 
-def test_the_bundle_publish_script_works_with_mosquitto_pub(secured: Sensorlake) -> None:
-    script = bundle(secured, "gh-02") / "publish.sh"
-    assert os.stat(bundle(secured, "gh-02") / "device.key").st_mode & 0o777 == 0o600
-    done = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=30)
+def test_the_bundle_examples_work_with_mosquitto_pub_and_paho(secured: Sensorlake) -> None:
+    folder = bundle(secured, "gh-02")
+    assert os.stat(folder / "device.key").st_mode & 0o777 == 0o600
+    done = subprocess.run(["sh", str(folder / "publish.sh")], capture_output=True, text=True,
+                          timeout=30)
     assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, str(folder / "publish.py")], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "published"
     assert secured.wait_rows(
-        "SELECT topic FROM telemetry WHERE device_id = 'gh-02'", 1) == [["farm/gh-02/telemetry"]]
+        "SELECT topic FROM telemetry WHERE device_id = 'gh-02'", 2) == [
+            ["farm/gh-02/telemetry"], ["farm/gh-02/telemetry"]]
+
+
+def test_a_device_may_subscribe_to_its_own_command_topic_only(secured: Sensorlake) -> None:
+    client = attempt(secured, "gh-03")
+    assert client.result == "connected"
+    granted: list[list[str]] = []
+    client.client.on_subscribe = lambda _c, _u, _mid, codes, _p: granted.append(
+        [str(code) for code in codes])
+    client.client.subscribe([("cmd/gh-03/#", 1)])
+    client.client.subscribe([("cmd/gh-04/#", 1)])
+    client.client.subscribe([("farm/#", 0)])
+    deadline = time.monotonic() + 5
+    while len(granted) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.close()
+    assert granted[0] == ["Granted QoS 1"]
+    assert granted[1:] == [["Unspecified error"], ["Unspecified error"]]
 
 
 def test_publishing_to_another_devices_topic_is_refused_and_never_reaches_the_lake(
@@ -181,6 +205,8 @@ def test_revoking_disconnects_the_device_and_rotating_replaces_its_certificate(
     connected = attempt(secured, "gh-04")
     assert connected.result == "connected"
     connected.client.reconnect_delay_set(30, 30)  # no reconnect within the test
+    bystander = attempt(secured, "gh-01")  # the reload must not drop other devices
+    assert bystander.result == "connected"
     old = tmp_path / "old"
     old.mkdir()
     for name in ("device.crt", "device.key"):
@@ -188,6 +214,9 @@ def test_revoking_disconnects_the_device_and_rotating_replaces_its_certificate(
     secured.cli("devices", "revoke", "gh-04")
     assert connected.disconnected.wait(10), "a revoked device stays connected"
     connected.close()
+    assert not bystander.disconnected.is_set()
+    bystander.publish("farm/gh-01/telemetry", {"after_reload": 1})
+    bystander.close()
     assert attempt(secured, "gh-04").outcome().startswith("refused")
     secured.cli("devices", "rotate", "gh-04")
     deadline = time.monotonic() + 10

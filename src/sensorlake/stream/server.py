@@ -115,10 +115,10 @@ def _device_users(config: Config) -> list[str]:
     q = json.dumps
     users = []
     for device in Registry(config.data_dir).active():
-        publish = [subject_for_filter(t.replace("{device}", device.name))
-                   for t in config.devices.topics]
-        subscribe = [subject_for_filter(t.replace("{device}", device.name))
-                     for t in config.devices.commands]
+        publish = device_subjects([t.replace("{device}", device.name)
+                                   for t in config.devices.topics])
+        subscribe = device_subjects([t.replace("{device}", device.name)
+                                     for t in config.devices.commands])
         permissions = (f"permissions: {{publish: {{allow: {q(publish)}}}, "
                        f"subscribe: {{allow: {q(subscribe)}}}}}")
         # The device's own certificate, and the one the token gate presents for it.
