@@ -205,7 +205,7 @@ class KeyStore:
         if not self.path.exists():
             return KeySet()
         with self._db() as db:
-            rows = db.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
+            rows = db.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY rowid")
             return KeySet({entry[0].id: entry for entry in map(_row, rows)})
 
     def touch(self, last_used: Mapping[str, str]) -> None:
