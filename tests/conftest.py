@@ -29,7 +29,8 @@ def free_port() -> int:
 class Sensorlake:
     """A `sensorlake up` process on free ports and its own data dir."""
 
-    def __init__(self, data_dir: Path, *, flush_interval: float = 1.0, **env: str) -> None:
+    def __init__(self, data_dir: Path, *, flush_interval: float = 1.0,
+                 args: tuple[str, ...] = (), **env: str) -> None:
         self.data_dir = data_dir
         self.http_port = free_port()
         self.mqtt_port = free_port()
@@ -37,6 +38,7 @@ class Sensorlake:
         self.nats_port = free_port()
         self.flush_interval = flush_interval
         self.extra_env = env
+        self.extra_args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-up.log"
 
@@ -60,7 +62,8 @@ class Sensorlake:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*SENSORLAKE, "up", "--data-dir", str(self.data_dir),
-                 "--http-port", str(self.http_port), "--mqtt-port", str(self.mqtt_port)],
+                 "--http-port", str(self.http_port), "--mqtt-port", str(self.mqtt_port),
+                 *self.extra_args],
                 env=self.env(), stdout=log, stderr=log,
             )
         deadline = time.monotonic() + timeout

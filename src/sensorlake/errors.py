@@ -53,6 +53,17 @@ class UnsupportedMediaType(IngestError):
     status = 415
 
 
+class SimulateError(SensorlakeError):
+    """`sensorlake simulate` cannot run as asked: an argument no profile can honour, or a target
+    it cannot reach; the message names which."""
+
+    status = 400
+
+
+class SimulationNotFound(SimulateError):
+    status = 404
+
+
 class QueryError(SensorlakeError):
     """A query was refused by the read-only guard or failed in the engine."""
 
@@ -118,3 +129,10 @@ class KeyRegistryError(SensorlakeError):
 
     transient = True
     status = 503
+
+
+class AgentError(SensorlakeError):
+    """`sensorlake agent` cannot run as asked: a source that cannot be read on this device, a
+    bundle or queue folder it cannot use; the message names which and how to fix it."""
+
+    status = 400

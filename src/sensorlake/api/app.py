@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from sensorlake.access import Scope
 from sensorlake.api.auth import Access, AccessGuard, check_device_topic, own_readings, request_key
+from sensorlake.api.simulations import Simulations, plan_from_json
 from sensorlake.config import Config
 from sensorlake.devices.listing import COLUMNS as DEVICE_COLUMNS
 from sensorlake.devices.listing import device_rows
@@ -31,6 +32,7 @@ from sensorlake.errors import (
     PayloadTooLarge,
     QueryError,
     SensorlakeError,
+    SimulateError,
     StreamError,
 )
 from sensorlake.ingest.body import pack_messages, parse_body
@@ -57,6 +59,7 @@ class ApiContext:
     accepting: bool = True
     restarts: Any = None
     """Callable returning {child: restarts} of what `up` supervises (None when nothing is)."""
+    simulations: Simulations | None = None
 
 
 
@@ -176,6 +179,25 @@ def create_app(ctx: ApiContext) -> Starlette:
         return JSONResponse({"devices": [dict(zip(DEVICE_COLUMNS, row, strict=True))
                                          for row in rows]})
 
+    sims = ctx.simulations = ctx.simulations or Simulations(ctx.client, cfg)
+
+    async def simulate_start(request: Request) -> Response:
+        if not ctx.accepting:
+            raise StreamError("shutting down", hint="retry once sensorlake is back")
+        try:
+            body = orjson.loads(await _read_body(request, 64 * 1024))
+        except orjson.JSONDecodeError:
+            raise SimulateError("the body is not JSON",
+                                hint='send e.g. {"count": 12, "interval": 10}') from None
+        sim = sims.start(plan_from_json(body))
+        return JSONResponse(sim.to_json(), status_code=201)
+
+    async def simulate_get(request: Request) -> Response:
+        return JSONResponse(sims.get(request.path_params["id"]).to_json())
+
+    async def simulate_stop(request: Request) -> Response:
+        return JSONResponse((await sims.stop(request.path_params["id"])).to_json())
+
     async def healthz(request: Request) -> Response:
         stream_ok = ctx.client.connected
         status = await writer_status(ctx.client) if stream_ok else None
@@ -212,6 +234,9 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/api/v1/tables", tables, methods=["GET"]),
         Route("/api/v1/tables/{name}", describe, methods=["GET"]),
         Route("/api/v1/devices", devices, methods=["GET"]),
+        Route("/api/v1/simulate", simulate_start, methods=["POST"]),
+        Route("/api/v1/simulate/{id}", simulate_get, methods=["GET"]),
+        Route("/api/v1/simulate/{id}", simulate_stop, methods=["DELETE"]),
     ]
     # The scope each route needs; a route missing here needs admin (see api/auth.py).
     scopes = {
@@ -221,6 +246,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         "/api/v1/tables": Scope.read,
         "/api/v1/tables/{name}": Scope.read,
         "/api/v1/devices": Scope.read,
+        "GET /api/v1/simulate/{id}": Scope.read,
     }
     guard = Middleware(AccessGuard, access=Access(cfg), routes=routes, scopes=scopes)
     return Starlette(

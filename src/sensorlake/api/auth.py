@@ -115,13 +115,17 @@ class AccessGuard:
         self.access = access
         self.routes = routes
         self.scopes = scopes
-        """Route path (as declared, e.g. /api/v1/tables/{name}) → the scope it needs."""
+        """Route path (as declared, e.g. /api/v1/tables/{name}), or "METHOD path", → the scope
+        it needs."""
 
     def required(self, scope: AsgiScope) -> Scope | None:
         for route in self.routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                return self.scopes.get(str(getattr(route, "path", "")), Scope.admin)
+                path = str(getattr(route, "path", ""))
+                # "METHOD path" when one path serves methods of different scopes.
+                return self.scopes.get(f"{scope['method']} {path}",
+                                       self.scopes.get(path, Scope.admin))
         return None
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:

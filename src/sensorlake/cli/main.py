@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from sensorlake import __version__
-from sensorlake.cli import devices, keys
+from sensorlake.cli import devices, keys, simulate
 from sensorlake.cli.common import ConfigOpt, DataDirOpt, FormatOpt, err
 from sensorlake.cli.common import load as _load
 from sensorlake.cli.output import Format, emit_doc, emit_rows
@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 app.add_typer(devices.app, name="devices")
 app.add_typer(keys.app, name="keys")
+app.command()(simulate.simulate)
+app.command()(simulate.bench)
 @app.command()
 def up(
     config: ConfigOpt = None,
@@ -42,13 +44,16 @@ def up(
         bool | None, typer.Option("--insecure", help="Allow a non-loopback --host without "
                                   "device authentication: anyone on the network may publish.")
     ] = None,
+    demo: Annotated[bool, typer.Option(
+        "--demo", help="Also run a small simulated greenhouse fleet with a few anomalies.")
+    ] = False,
 ) -> None:
     """Run the whole pipeline: MQTT + HTTP ingest, stream, lake writer, query API."""
     from sensorlake.cli.runner import run_up
 
     cfg = _load(config, data_dir, host=host, mqtt_port=mqtt_port, http_port=http_port,
                 mqtts_port=mqtts_port, insecure=insecure)
-    asyncio.run(run_up(cfg, on_ready=_print_banner, config_path=config))
+    asyncio.run(run_up(cfg, on_ready=_print_banner, config_path=config, demo=demo))
 
 
 @app.command()

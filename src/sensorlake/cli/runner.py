@@ -31,6 +31,7 @@ from sensorlake.lake.service import writer_status
 from sensorlake.lake.tables import ensure_tables
 from sensorlake.metrics import ApiMetrics
 from sensorlake.query.engine import QueryEngine
+from sensorlake.simulate.run import Plan
 from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.server import NatsSupervisor, mqtt_uses_tls
 from sensorlake.supervise import ChildSupervisor, spawn
@@ -103,6 +104,7 @@ async def run_up(
     config: Config,
     on_ready: Callable[[Config], None] | None = None,
     config_path: Path | None = None,
+    demo: bool = False,
 ) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     check_exposure(config)
@@ -158,11 +160,18 @@ async def run_up(
                 tasks.create_task(nats.follow_registry(), name="follow the device registry")
                 gate = tasks.create_task(TokenGate(config).run(), name="token MQTT")
             _write_run_file(config)
+            if demo:
+                # A small greenhouse fleet with a few anomalies, so a first look shows movement.
+                assert ctx.simulations is not None
+                ctx.simulations.start(Plan(profile="smartfarm", devices=6, interval=5.0,
+                                           anomaly_rate=0.03, seed=1))
             if on_ready is not None:
                 on_ready(config)
             await stop.wait()
             log.info("shutting down: no new input, the writer commits what it holds")
             ctx.accepting = False
+            if ctx.simulations is not None:
+                await ctx.simulations.stop_all()
             server.should_exit = True
             if gate is not None:
                 gate.cancel()
