@@ -20,7 +20,7 @@ import orjson
 
 from sensorlake.errors import SimulateError
 from sensorlake.ingest.identity import TIME_KEYS, TimeValueError, parse_time_us
-from sensorlake.simulate.run import Progress, Sink
+from sensorlake.simulate.run import Progress, Sink, stopped_before
 
 DEVICE_COLUMNS = ("device_id", "deviceId", "device", "thing", "station", "weather_station")
 
@@ -123,13 +123,8 @@ async def replay(events: list[Event], sink: Sink, progress: Progress, stop: asyn
     i = 0
     try:
         while i < len(events) and not stop.is_set():
-            due = start + (events[i].at_us - first) / 1e6 / speed
-            if due > loop.time():
-                try:
-                    await asyncio.wait_for(stop.wait(), due - loop.time())
-                    break
-                except TimeoutError:
-                    pass
+            if await stopped_before(start + (events[i].at_us - first) / 1e6 / speed, stop):
+                break
             batch = []
             now = loop.time()
             while i < len(events) and start + (events[i].at_us - first) / 1e6 / speed <= now:

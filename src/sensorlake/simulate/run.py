@@ -240,6 +240,18 @@ class HttpSink:
         await self._client.aclose()
 
 
+async def stopped_before(due: float, stop: asyncio.Event) -> bool:
+    """Sleep until `due` (event loop time); True when `stop` was set first."""
+    delay = due - asyncio.get_running_loop().time()
+    if delay <= 0:
+        return stop.is_set()
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+    except TimeoutError:
+        return False
+    return True
+
+
 async def run(plan: Plan, sink: Sink, progress: Progress, stop: asyncio.Event,
               identities: list[Identity] | None = None,
               on_round: Callable[[Progress], None] | None = None) -> Progress:
@@ -253,13 +265,8 @@ async def run(plan: Plan, sink: Sink, progress: Progress, stop: asyncio.Event,
     tick = 0
     try:
         while not stop.is_set() and (total_rounds is None or tick < total_rounds):
-            due = start + tick * plan.round_seconds
-            if due > loop.time():
-                try:
-                    await asyncio.wait_for(stop.wait(), due - loop.time())
-                    break
-                except TimeoutError:
-                    pass
+            if await stopped_before(start + tick * plan.round_seconds, stop):
+                break
             at = start_wall + dt.timedelta(seconds=tick * plan.round_seconds)
             batch = []
             for index in range(plan.devices):
