@@ -204,3 +204,15 @@ def test_keys_never_appear_in_the_log_the_listing_or_the_registry(
                                                                 key_id(keys.ingest))]
     assert len(used) == 2
     assert all(used)
+
+
+def test_simulate_over_http_with_an_ingest_key(keyed: tuple[Sensorlake, Keys]) -> None:
+    lake, _ = keyed
+    key = lake.cli("keys", "create", "--scope", "ingest").stdout.strip()
+    done = lake.cli("simulate", "--via", "http", "--http-url", lake.url, "--profile", "edge-host",
+                    "--devices", "2", "--count", "2", "--rate", "50", "--api-key", key)
+    assert "sent 4 readings, acked 4, failed 0" in done.stdout
+    refused = lake.cli("simulate", "--via", "http", "--http-url", lake.url, "--count", "1",
+                       check=False)
+    assert refused.returncode == 1
+    assert "401" in refused.stderr

@@ -374,3 +374,23 @@ def test_rotating_the_ca_as_docs_security_md_describes(tmp_path: Path) -> None:
                        old_bundle / "device.key").outcome().startswith("refused")
     finally:
         lake.stop()
+
+
+def test_simulate_sends_as_a_bundle_device_and_as_a_token_device(secured: Sensorlake) -> None:
+    done = secured.cli("simulate", "--bundle", str(bundle(secured, "gh-01")), "--count", "3",
+                       "--interval", "0.05", "--anomaly-rate", "0")
+    assert "sent 3 readings, acked 3, failed 0" in done.stdout
+    token = token_for(secured, "tok-2")
+    deadline = time.monotonic() + 10
+    while True:  # the token's certificate reaches nats-server with the next reload
+        done = secured.cli("simulate", "--username", "tok-2", "--token", token, "--count", "3",
+                           "--mqtt-port", str(secured.mqtt_port),
+                           "--interval", "0.05", "--anomaly-rate", "0", check=False)
+        if done.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "sent 3 readings, acked 3, failed 0" in done.stdout, done.stderr
+    rows = secured.wait_rows("SELECT device_id, count(*) FROM telemetry WHERE device_id IN "
+                             "('gh-01', 'tok-2') AND co2 IS NOT NULL GROUP BY 1 ORDER BY 1", 2)
+    assert rows[1] == ["tok-2", 3]
+    assert rows[0][1] >= 3
