@@ -65,6 +65,12 @@ class DevicesConfig(_Section):
     commands: list[str] = Field(default_factory=lambda: ["cmd/{device}/#"])
     """MQTT topic filters a registered device may subscribe to (its command topics)."""
 
+    def publish_filters(self, device: str) -> list[str]:
+        return [t.replace("{device}", device) for t in self.topics]
+
+    def subscribe_filters(self, device: str) -> list[str]:
+        return [t.replace("{device}", device) for t in self.commands]
+
     @field_validator("topics", "commands")
     @classmethod
     def _device_filters(cls, value: list[str]) -> list[str]:

@@ -33,6 +33,15 @@ pytestmark = [
 ]
 
 
+def close(client: mqtt.Client) -> None:
+    """Disconnect and close the socket too: a refused client may still hold one."""
+    client.disconnect()
+    client.loop_stop()
+    sock = client.socket()
+    if sock is not None:
+        sock.close()
+
+
 class Attempt:
     """One TLS MQTT connection; `result` is "connected" or why it was refused."""
 
@@ -70,11 +79,7 @@ class Attempt:
         assert info.is_published()
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-        sock = self.client.socket()
-        if sock is not None:
-            sock.close()
+        close(self.client)
 
     def outcome(self) -> str:
         """The result, with the connection closed (for tests that only ask whether it works)."""
@@ -286,11 +291,7 @@ class Plain:
             time.sleep(0.02)
 
     def outcome(self) -> str:
-        self.client.disconnect()
-        self.client.loop_stop()
-        sock = self.client.socket()
-        if sock is not None:
-            sock.close()
+        close(self.client)
         return self.result
 
 

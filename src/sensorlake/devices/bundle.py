@@ -14,7 +14,7 @@ from sensorlake.devices.tls import public_host
 
 def device_topic(config: Config, name: str) -> str:
     """An example topic the device may publish to, from the first of `devices.topics`."""
-    pattern = config.devices.topics[0].replace("{device}", name)
+    pattern = config.devices.publish_filters(name)[0]
     levels = ["farm" if level == "+" else "telemetry" if level == "#" else level
               for level in pattern.split("/")]
     return "/".join(levels)
@@ -39,8 +39,8 @@ def write_bundle(config: Config, name: str, cert: IssuedCertificate, ca_pem: byt
         "host": host,
         "mqtts_port": port,
         "topic": topic,
-        "may_publish": [t.replace("{device}", name) for t in config.devices.topics],
-        "may_subscribe": [t.replace("{device}", name) for t in config.devices.commands],
+        "may_publish": config.devices.publish_filters(name),
+        "may_subscribe": config.devices.subscribe_filters(name),
         "certificate_expires": cert.not_after.isoformat(timespec="seconds"),
     }
     (folder / "endpoint.json").write_text(json.dumps(endpoint, indent=2) + "\n")

@@ -96,15 +96,21 @@ class Registry:
 
     def exists(self) -> bool:
         """Whether any device was ever registered (without creating the file)."""
-        return self.path.exists() and bool(self.devices())
+        if not self.path.exists():
+            return False
+        with self._db() as db:
+            return db.execute("SELECT 1 FROM devices LIMIT 1").fetchone() is not None
 
-    def devices(self) -> list[Device]:
+    def devices(self, name: str | None = None) -> list[Device]:
+        """Every device, or the one named (an empty list when there is none)."""
         if not self.path.exists():
             return []
+        where, args = ("WHERE name = ?", (name,)) if name is not None else ("", ())
         with self._db() as db:
             rows = db.execute(
                 "SELECT name, attributes, status, cert_serial, cert_not_after, created_at,"
-                " updated_at, token_hash, token_cert_serial FROM devices ORDER BY name"
+                f" updated_at, token_hash, token_cert_serial FROM devices {where} ORDER BY name",
+                args,
             ).fetchall()
         return [Device(r[0], json.loads(r[1]), *r[2:]) for r in rows]
 
@@ -112,10 +118,11 @@ class Registry:
         return [d for d in self.devices() if d.active]
 
     def get(self, name: str) -> Device:
-        for device in self.devices():
-            if device.name == name:
-                return device
-        raise DeviceError(f"no device named {name!r}", hint="`sensorlake devices list` shows them")
+        found = self.devices(name)
+        if not found:
+            raise DeviceError(f"no device named {name!r}",
+                              hint="`sensorlake devices list` shows them")
+        return found[0]
 
     def register(
         self, names: list[str], attributes: dict[str, dict[str, str]] | None = None

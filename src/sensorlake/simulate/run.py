@@ -73,12 +73,17 @@ class Plan:
         return self.interval if self.interval is not None else 1.0
 
     @property
-    def total(self) -> int | None:
+    def rounds(self) -> int | None:
+        """Readings per device; None runs until stopped."""
         if self.count is not None:
-            return self.count * self.devices
+            return self.count
         if self.duration is not None:
-            return max(1, int(self.duration / self.round_seconds)) * self.devices
+            return max(1, int(self.duration / self.round_seconds))
         return None
+
+    @property
+    def total(self) -> int | None:
+        return self.rounds * self.devices if self.rounds is not None else None
 
 
 @dataclass
@@ -261,10 +266,9 @@ async def run(plan: Plan, sink: Sink, progress: Progress, stop: asyncio.Event,
     start_wall = dt.datetime.now(dt.UTC)
     loop = asyncio.get_running_loop()
     start = loop.time()
-    total_rounds = (plan.total // plan.devices) if plan.total is not None else None
     tick = 0
     try:
-        while not stop.is_set() and (total_rounds is None or tick < total_rounds):
+        while not stop.is_set() and (plan.rounds is None or tick < plan.rounds):
             if await stopped_before(start + tick * plan.round_seconds, stop):
                 break
             at = start_wall + dt.timedelta(seconds=tick * plan.round_seconds)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sensorlake.config import Config
 from sensorlake.devices.ca import device_subject
-from sensorlake.devices.registry import Registry
+from sensorlake.devices.registry import Device, Registry
 from sensorlake.devices.tls import ensure_server_certificate
 from sensorlake.errors import ServerStartError
 from sensorlake.stream.subjects import subject_for_filter
@@ -105,20 +105,16 @@ def mqtt_uses_tls(config: Config) -> bool:
     return Registry(config.data_dir).exists()
 
 
-def mqtt_port(config: Config) -> int:
-    return config.server.mqtts_port if mqtt_uses_tls(config) else config.server.mqtt_port
-
-
-def _device_users(config: Config) -> list[str]:
+def _device_users(config: Config, devices: list[Device]) -> list[str]:
     """One nats-server user per active device, matched by its certificate's subject and allowed
     its own topics only (the idea of an IoT policy with the thing-name variable)."""
     q = json.dumps
     users = []
-    for device in Registry(config.data_dir).active():
-        publish = device_subjects([t.replace("{device}", device.name)
-                                   for t in config.devices.topics])
-        subscribe = device_subjects([t.replace("{device}", device.name)
-                                     for t in config.devices.commands])
+    for device in devices:
+        if not device.active:
+            continue
+        publish = device_subjects(config.devices.publish_filters(device.name))
+        subscribe = device_subjects(config.devices.subscribe_filters(device.name))
         permissions = (f"permissions: {{publish: {{allow: {q(publish)}}}, "
                        f"subscribe: {{allow: {q(subscribe)}}}}}")
         # The device's own certificate, and the one the token gate presents for it.
@@ -128,9 +124,9 @@ def _device_users(config: Config) -> list[str]:
     return users
 
 
-def _mqtt_block(config: Config) -> str:
+def _mqtt_block(config: Config, tls: bool) -> str:
     q = json.dumps
-    if not mqtt_uses_tls(config):
+    if not tls:
         return f"""mqtt {{
   listen: {q(f"{config.server.host}:{config.server.mqtt_port}")}
   no_auth_user: {q(DEVICE_USER)}
@@ -148,9 +144,12 @@ def _mqtt_block(config: Config) -> str:
 }}"""
 
 
-def render_nats_config(config: Config) -> str:
+def render_nats_config(config: Config, devices: list[Device] | None = None) -> str:
     """nats-server configuration for the embedded server, derived entirely from `config` and
-    the device registry."""
+    the device registry (`devices`, read from it when not given): plain anonymous MQTT until
+    the first device is registered, client certificates after."""
+    if devices is None:
+        devices = Registry(config.data_dir).devices()
     passwords = load_or_create_secrets(config)
     q = json.dumps
     store = config.data_dir / "nats"
@@ -166,7 +165,7 @@ def render_nats_config(config: Config) -> str:
         else f", permissions: {{publish: {{allow: [{', '.join(q(s) for s in subjects)}]}}}}"
     )
     users = [f"{{user: {q(DEVICE_USER)}, password: {q(passwords['device'])}{permissions}}}",
-             *_device_users(config)]
+             *_device_users(config, devices)]
     user_lines = ",\n      ".join(users)
     return f"""# Written by sensorlake from sensorlake.toml and the device registry; edits are lost.
 server_name: sensorlake
@@ -196,7 +195,7 @@ accounts {{
     exports: [{{stream: ">"}}]
   }}
 }}
-{_mqtt_block(config)}
+{_mqtt_block(config, bool(devices))}
 """
 
 
@@ -256,7 +255,8 @@ class NatsSupervisor(ChildSupervisor):
         self._conf_path = config.data_dir / "nats.conf"
         self._start_timeout = start_timeout
         self._rendered = ""
-        self._mqtt_port = config.server.mqtt_port
+        self._tls = False
+        """Whether the configuration written last has MQTT over TLS (devices are registered)."""
 
     async def start(self) -> None:
         self._config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -266,10 +266,12 @@ class NatsSupervisor(ChildSupervisor):
 
     def _write_config(self) -> bool:
         """Render the configuration; True when it differs from what the server runs with."""
-        rendered = render_nats_config(self._config)
+        devices = Registry(self._config.data_dir).devices()
+        rendered = render_nats_config(self._config, devices)
         if self._rendered == rendered:
             return False
         self._rendered = rendered
+        self._tls = bool(devices)
         self._conf_path.write_text(rendered, encoding="utf-8")
         os.chmod(self._conf_path, 0o600)
         return True
@@ -279,7 +281,7 @@ class NatsSupervisor(ChildSupervisor):
         a reload keeps every other device connected; a revoked device is disconnected."""
         while not self._stopping:
             await asyncio.sleep(interval)
-            tls_before = self._mqtt_port
+            tls_before = self._tls
             try:
                 changed = await asyncio.to_thread(self._write_config)
             except Exception as exc:  # a broken registry must not take the server down
@@ -288,7 +290,7 @@ class NatsSupervisor(ChildSupervisor):
             proc = self._proc
             if not changed or proc is None or proc.returncode is not None:
                 continue
-            if mqtt_port(self._config) != tls_before:
+            if self._tls != tls_before:
                 # Plain → TLS (first device registered): a new listener needs a restart.
                 log.warning("MQTT switches to TLS on port %s; restarting nats-server",
                             self._config.server.mqtts_port)
@@ -299,12 +301,9 @@ class NatsSupervisor(ChildSupervisor):
 
     async def _spawn(self) -> None:
         host = self._config.server.host
-        self._mqtt_port = mqtt_port(self._config)
-        for port, what in (
-            (self._config.stream.port, "stream.port"),
-            (self._mqtt_port, "server.mqtts_port" if mqtt_uses_tls(self._config)
-             else "server.mqtt_port"),
-        ):
+        mqtt_port, mqtt_key = ((self._config.server.mqtts_port, "server.mqtts_port") if self._tls
+                               else (self._config.server.mqtt_port, "server.mqtt_port"))
+        for port, what in ((self._config.stream.port, "stream.port"), (mqtt_port, mqtt_key)):
             if await _port_open("127.0.0.1" if what == "stream.port" else host, port):
                 raise ServerStartError(
                     f"port {port} ({what}) is already in use",
@@ -325,7 +324,7 @@ class NatsSupervisor(ChildSupervisor):
                     hint=f"see {self._config.data_dir / 'nats.log'}",
                 )
             if await _port_open("127.0.0.1", self._config.stream.port) and await _port_open(
-                host, self._mqtt_port
+                host, mqtt_port
             ):
                 log.info("nats-server pid %s ready", self._proc.pid)
                 return
