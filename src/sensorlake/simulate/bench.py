@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from sensorlake.errors import SimulateError
 from sensorlake.simulate.profiles import Fleet
-from sensorlake.simulate.run import Identity
+from sensorlake.simulate.run import Identity, new_client
 
 DRAIN_S = 10.0
 
@@ -66,14 +64,7 @@ class _Connection:
         self.early: dict[int, float] = {}
         """PUBACKs that arrived before publish() returned its message id."""
         self.latencies: list[float] = []
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"sensorlake-bench-{id(self):x}")
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
-        if identity is not None and identity.bundle is not None:
-            b = identity.bundle
-            self.client.tls_set(ca_certs=str(b / "ca.crt"), certfile=str(b / "device.crt"),
-                                keyfile=str(b / "device.key"))
+        self.client = new_client("bench", identity.bundle if identity else None)
         self.client.on_publish = self._on_publish
         try:
             self.client.connect(host, port)

@@ -144,6 +144,22 @@ def bundle_identities(path: Path) -> list[Identity]:
             for f in folders]
 
 
+def new_client(role: str, bundle: Path | None = None, username: str | None = None,
+               password: str | None = None) -> mqtt.Client:
+    """A paho client for load: a deep in-flight window, no local queue limit, and the TLS
+    identity of a device bundle or a username and token."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                         client_id=f"sensorlake-{role}-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    if bundle is not None:
+        client.tls_set(ca_certs=str(bundle / "ca.crt"), certfile=str(bundle / "device.crt"),
+                       keyfile=str(bundle / "device.key"))
+    if username is not None:
+        client.username_pw_set(username, password)
+    return client
+
+
 class MqttSink:
     """paho-mqtt clients: one shared connection, or one per device bundle (TLS as the device)."""
 
@@ -159,15 +175,7 @@ class MqttSink:
 
     def _connect(self, host: str, port: int, bundle: Path | None, username: str | None,
                  password: str | None) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                             client_id=f"sensorlake-sim-{uuid.uuid4().hex[:8]}")
-        client.max_inflight_messages_set(1000)
-        client.max_queued_messages_set(0)
-        if bundle is not None:
-            client.tls_set(ca_certs=str(bundle / "ca.crt"), certfile=str(bundle / "device.crt"),
-                           keyfile=str(bundle / "device.key"))
-        if username is not None:
-            client.username_pw_set(username, password)
+        client = new_client("sim", bundle, username, password)
         connected: list[str] = []
         client.on_connect = lambda _c, _u, _f, rc, _p: connected.append(str(rc))
         try:
