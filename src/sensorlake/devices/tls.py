@@ -28,10 +28,14 @@ def server_hosts(config: Config) -> list[str]:
     return list(dict.fromkeys(hosts))
 
 
+def server_certificate_paths(config: Config) -> tuple[Path, Path]:
+    directory = config.data_dir / "tls"
+    return directory / "server.crt", directory / "server.key"
+
+
 def ensure_server_certificate(config: Config) -> tuple[Path, Path]:
     """(certificate, key) for the TLS listeners; reissued when the names devices dial change."""
-    directory = config.data_dir / "tls"
-    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    cert_path, key_path = server_certificate_paths(config)
     hosts = server_hosts(config)
     if cert_path.exists() and key_path.exists():
         have = certificate_hosts(cert_path.read_bytes())

@@ -25,7 +25,7 @@ from pathlib import Path
 from sensorlake.config import Config
 from sensorlake.devices.ca import device_subject
 from sensorlake.devices.registry import Device, Registry
-from sensorlake.devices.tls import ensure_server_certificate
+from sensorlake.devices.tls import ensure_server_certificate, server_certificate_paths
 from sensorlake.errors import ServerStartError
 from sensorlake.stream.subjects import subject_for_filter
 from sensorlake.supervise import ChildSupervisor, spawn
@@ -131,7 +131,7 @@ def _mqtt_block(config: Config, tls: bool) -> str:
   listen: {q(f"{config.server.host}:{config.server.mqtt_port}")}
   no_auth_user: {q(DEVICE_USER)}
 }}"""
-    cert, key = ensure_server_certificate(config)
+    cert, key = server_certificate_paths(config)
     return f"""mqtt {{
   listen: {q(f"{config.server.host}:{config.server.mqtts_port}")}
   tls {{
@@ -272,6 +272,8 @@ class NatsSupervisor(ChildSupervisor):
             return False
         self._rendered = rendered
         self._tls = bool(devices)
+        if self._tls:
+            ensure_server_certificate(self._config)  # before nats-server reads the paths
         self._conf_path.write_text(rendered, encoding="utf-8")
         os.chmod(self._conf_path, 0o600)
         return True
