@@ -56,7 +56,7 @@ def main() -> None:
             samples.append((
                 time.perf_counter() - started, rss_mib(up_pid), rss_mib(writer_pid),
                 metric(text, "sensorlake_readings_ingested_total"),
-                metric(text, "sensorlake_readings_committed_total"),
+                metric(text, 'sensorlake_rows_committed_total{output="telemetry"}'),
             ))
             time.sleep(0.5)
 

@@ -261,7 +261,7 @@ class Lake:
         """Readings committed so far, from /metrics (cheap to poll, unlike a query)."""
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
         line = next(x for x in text.splitlines()
-                    if x.startswith("sensorlake_readings_committed_total"))
+                    if x.startswith('sensorlake_rows_committed_total{output="telemetry"}'))
         return float(line.split()[-1])
 
     def wait_committed(self, sql_count: str, total: int, timeout: float = 600) -> None:

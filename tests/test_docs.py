@@ -1,5 +1,6 @@
 """The README's promises that a machine can check."""
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
@@ -29,3 +30,32 @@ def test_docs_linked_from_the_readme_exist() -> None:
     for doc in ("docs/configuration.md", "docs/operations.md", "BENCHMARKS.md"):
         assert f"({doc})" in readme
         assert (ROOT / doc).exists(), doc
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a document's headings."""
+    out = set()
+    for heading in re.findall(r"^#+ (.+)$", markdown, flags=re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        out.add(slug)
+    return out
+
+
+def test_every_relative_link_in_the_docs_resolves_inside_the_repository() -> None:
+    pages = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://|mailto:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            if not resolved.is_relative_to(ROOT.resolve()):
+                broken.append(f"{page.name}: {target} points outside the repository")
+            elif not resolved.exists():
+                broken.append(f"{page.name}: {target} does not exist")
+            elif anchor and resolved.suffix == ".md" and anchor not in _anchors(
+                    resolved.read_text()):
+                broken.append(f"{page.name}: {target} names no heading of {resolved.name}")
+    assert not broken, broken

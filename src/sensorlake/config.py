@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -106,7 +107,8 @@ class StreamConfig(_Section):
     max_bytes: int = Field(-1, ge=-1)
     """Upper bound of the stream's size in bytes; -1 means no bound besides max_age_hours."""
     max_ack_pending: int = Field(200_000, ge=1)
-    """Messages the lake writer may hold unacknowledged; bounds the writer's memory."""
+    """MQTT QoS 1 messages the worker may hold read and not yet committed (they are
+    acknowledged after the commit); bounds its memory along with lake.flush_rows."""
     ingest_buffer: int = Field(1024 * MiB, ge=16 * MiB)
     """Bytes of MQTT publishes the embedded nats-server may queue in memory while the stream
     stores them. A QoS 1 PUBACK is sent once a publish is queued; past this bound nats-server
@@ -139,6 +141,11 @@ class IngestConfig(_Section):
     """Where device_id comes from when the payload has none: `topic:N` (0-based level) or `none`."""
     max_body_bytes: int = Field(16 * MiB, ge=1024)
     """Largest HTTP ingest body; larger requests get 413."""
+    max_keys: int = Field(1000, ge=1, le=100_000)
+    """Most fields one reading may have, nested ones included; a larger reading is dead-lettered
+    (a sensor sending thousands of keys would otherwise widen the table for everyone)."""
+    max_depth: int = Field(32, ge=1, le=256)
+    """Deepest nesting of objects and arrays in a reading; a deeper one is dead-lettered."""
 
 
 class LakeConfig(_Section):
@@ -155,11 +162,52 @@ class LakeConfig(_Section):
     """Readings that trigger a commit before flush_interval."""
     flush_bytes: int = Field(64 * MiB, ge=1024)
     """Buffered payload bytes that trigger a commit before flush_interval."""
+    max_columns: int = Field(1000, ge=10, le=100_000)
+    """Most columns (nested fields included) a table may grow to; readings that would add more
+    are dead-lettered with the reason."""
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+MIN_QUERY_MEMORY = 16 * MiB
+"""Below this DuckDB cannot even plan a scan of the lake's Parquet files."""
+
+
+def size_bytes(text: str) -> int:
+    """Bytes of a size as DuckDB writes it ("512MB", "1.5 GiB"); ValueError when it is not one.
+
+    Checked here rather than by DuckDB so that a typo stops the start with the key's name instead
+    of failing every query later.
+    """
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            "must be a size such as \"512MB\" or \"2GB\" (units B, KB, MB, GB, TB, KiB, MiB, "
+            "GiB, TiB)"
+        )
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
 class QueryConfig(_Section):
     max_rows: int = Field(10_000, ge=1)
     """Most rows one query returns over HTTP; the result says when it was truncated."""
+    timeout: float = Field(30.0, gt=0, le=86_400)
+    """Seconds one query may run; past it the query is stopped and answered with 400 and a
+    message naming this key. Keeps one runaway query from holding a core for good."""
+    memory_limit: str = "512MB"
+    """Most memory one query may use, e.g. "512MB" or "2GB"; a query needing more fails with a
+    message naming this key (nothing spills to disk). Each running query has its own limit."""
+    threads: int = Field(1, ge=1, le=256)
+    """CPU threads one query may use. 1 (the default) leaves the other cores to ingest and the
+    lake writer, so a heavy query never slows acknowledgements on a 2-core board."""
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        if size_bytes(value) < MIN_QUERY_MEMORY:
+            raise ValueError("must be at least 16MiB, or no query can run")
+        return value.strip()
 
 
 class ApiConfig(_Section):

@@ -75,9 +75,14 @@ class TableNotFound(QueryError):
 
 
 class LakeError(SensorlakeError):
-    """The catalog or warehouse refused a read or a commit."""
+    """The catalog or warehouse refused a read or a commit.
+
+    503, not 500: the request was fine and the same one succeeds once the catalog is back, which
+    is what a client (or a load balancer) should be told.
+    """
 
     transient = True
+    status = 503
 
 
 class DeviceError(SensorlakeError):

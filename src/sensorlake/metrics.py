@@ -28,49 +28,63 @@ class ApiMetrics(_Registry):
             "Readings refused by the HTTP ingest API (reported back to the sender).",
             registry=self.registry,
         )
+        self.worker_restarts = Counter(
+            "sensorlake_worker_restarts",
+            "Workers `up` killed and restarted because they made no progress, by reason "
+            "(unresponsive: no status answer; stalled: uncommitted readings, no commit).",
+            ["reason"], registry=self.registry,
+        )
+        for reason in ("unresponsive", "stalled"):
+            self.worker_restarts.labels(reason)
 
 
 class WriterMetrics(_Registry):
-    """Counted by the lake writer (`sensorlake worker`), served through the API's /metrics."""
+    """Counted by the pipeline worker (`sensorlake worker`), served through the API's /metrics."""
 
     def __init__(self) -> None:
         super().__init__()
         self.received = Counter(
             "sensorlake_readings_received",
-            "Readings the lake writer read from the stream (MQTT and HTTP).",
+            "Readings the worker decoded from the stream (MQTT and HTTP).",
             registry=self.registry,
         )
         self.committed = Counter(
-            "sensorlake_readings_committed",
-            "Readings committed to the telemetry table.",
-            registry=self.registry,
+            "sensorlake_rows_committed",
+            "Rows committed, per output (telemetry: readings; dead_letter: dead letters).",
+            ["output"], registry=self.registry,
         )
-        self.dead_lettered = Counter(
-            "sensorlake_readings_dead_lettered",
-            "Records committed to the dead_letter table.",
+        self.rejected = Counter(
+            "sensorlake_rows_rejected",
+            "Rows an output could not store (a terminal error), isolated into dead_letter.",
             registry=self.registry,
         )
         self.commits = Counter(
-            "sensorlake_commits", "Iceberg snapshots committed by the writer.",
+            "sensorlake_commits", "Commit cycles that stored rows.",
             registry=self.registry,
         )
         self.commit_failures = Counter(
-            "sensorlake_commit_failures", "Commits that failed and were retried.",
+            "sensorlake_commit_failures",
+            "Failed writes of an output, by kind: transient (retried) or terminal (isolated).",
+            ["kind"], registry=self.registry,
+        )
+        self.session_restarts = Counter(
+            "sensorlake_session_restarts",
+            "Times the worker started over from the lake's position after a stream error.",
             registry=self.registry,
         )
         self.consumer_lag = Gauge(
             "sensorlake_consumer_lag_messages",
-            "Stream messages the lake writer has not yet committed.",
+            "Stream messages the worker has not yet committed.",
             registry=self.registry,
         )
         self.buffered = Gauge(
             "sensorlake_writer_buffered_readings",
-            "Readings in the writer's buffer, visible to queries but not yet committed.",
+            "Readings read and not yet committed (queries see them from the stream).",
             registry=self.registry,
         )
         self.flush_duration = Histogram(
             "sensorlake_flush_duration_seconds",
-            "Time to build, write and commit one flush.",
+            "Time to build, write and commit one commit cycle, every output included.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )

@@ -7,7 +7,7 @@ each caller creates its table on first use.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -19,11 +19,16 @@ def registry_path(data_dir: Path) -> Path:
 
 
 @contextmanager
-def registry_db(data_dir: Path, schema: str) -> Iterator[sqlite3.Connection]:
-    """One transaction on the registry, with `schema` (CREATE TABLE IF NOT EXISTS) applied."""
+def registry_db(
+    data_dir: Path, schema: str, migrate: Callable[[sqlite3.Connection], None] | None = None
+) -> Iterator[sqlite3.Connection]:
+    """One transaction on the registry, with `schema` (CREATE TABLE IF NOT EXISTS) applied and
+    then `migrate`, which brings a table of an earlier version up to date."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(registry_path(data_dir), timeout=10)) as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(schema)
+        if migrate is not None:
+            migrate(db)
         with db:
             yield db

@@ -90,8 +90,13 @@ def test_health_and_metrics(lake: Sensorlake, device: str) -> None:
     assert health["stream"] == "connected"
     lake.ingest(f"farm/{device}/t", {"x": 1})
     text = httpx.get(f"{lake.url}/metrics").text
-    for name in ("sensorlake_readings_ingested_total", "sensorlake_readings_committed_total",
-                 "sensorlake_readings_dead_lettered_total", "sensorlake_consumer_lag_messages",
+    for name in ("sensorlake_readings_ingested_total",
+                 'sensorlake_rows_committed_total{output="telemetry"}',
+                 'sensorlake_rows_committed_total{output="dead_letter"}',
+                 'sensorlake_commit_failures_total{kind="transient"}',
+                 'sensorlake_commit_failures_total{kind="terminal"}',
+                 "sensorlake_rows_rejected_total", "sensorlake_session_restarts_total",
+                 'sensorlake_worker_restarts_total', "sensorlake_consumer_lag_messages",
                  "sensorlake_flush_duration_seconds_bucket"):
         assert name in text
     ingested = next(line for line in text.splitlines()

@@ -9,22 +9,32 @@ import pytest
 from sensorlake.ingest.identity import IdentityRules
 from sensorlake.lake.records import Batch, Decoder, batch_to_arrow, evolve_schema
 from sensorlake.lake.tables import TELEMETRY_SCHEMA
+from sensorlake.stream.feed import Delivery
+from sensorlake.stream.partitions import Account, Partition
 
 NOW_US = 1_790_000_000_000_000
+PARTITION = Partition("TELEMETRY", "TELEMETRY@t0", Account.SERVICE, ("dev.>",), acked=False,
+                      subject_prefix="dev")
+
+
+def delivery(seq: int, payload: object, subject: str = "dev.farm.gh-01.telemetry",
+             qos: int = -1) -> Delivery:
+    data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return Delivery(seq, NOW_US * 1000, subject, data, f"$JS.ACK.T.c.1.{seq}.{seq}.0.0", qos)
 
 
 def decode(*payloads: object) -> Batch:
-    decoder = Decoder(IdentityRules(), "dev")
+    decoder = Decoder(IdentityRules(), TELEMETRY_SCHEMA.as_arrow())
     batch = Batch()
     for seq, payload in enumerate(payloads, start=1):
-        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        decoder.add(batch, seq, "dev.farm.gh-01.telemetry", NOW_US, data)
+        decoder.add(batch, PARTITION, delivery(seq, payload))
     return batch
 
 
 def to_table(batch: Batch) -> tuple[pa.Table, list[tuple[int, str]]]:
-    schema = evolve_schema(batch, TELEMETRY_SCHEMA.as_arrow())
-    return batch_to_arrow(batch, schema)
+    schema = evolve_schema(batch.payloads, TELEMETRY_SCHEMA.as_arrow())
+    table, conflicts = batch_to_arrow(batch, schema)
+    return table.sort_by([("device_id", "ascending"), ("ts", "ascending")]), conflicts
 
 
 def test_first_seen_type_wins_and_later_conflicts_are_reported() -> None:
@@ -52,7 +62,7 @@ def test_payload_identity_fields_fill_the_base_columns() -> None:
 def test_new_columns_keep_payload_order_and_rows_are_sorted() -> None:
     batch = decode({"device_id": "b", "zeta": 1, "alpha": 2}, {"device_id": "a", "mid": 3})
     table, _ = to_table(batch)
-    assert table.column_names[5:] == ["zeta", "alpha", "mid"]
+    assert table.column_names[6:] == ["zeta", "alpha", "mid"]
     assert table.column("device_id").to_pylist() == ["a", "b"]
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -35,10 +36,10 @@ from sensorlake.errors import (
     SimulateError,
     StreamError,
 )
-from sensorlake.ingest.body import pack_messages, parse_body
+from sensorlake.ingest.body import pack_messages, parse_body, screen, too_deep
 from sensorlake.ingest.identity import IdentityRules
-from sensorlake.lake.service import writer_status
 from sensorlake.metrics import ApiMetrics
+from sensorlake.pipeline.service import writer_status
 from sensorlake.query.engine import QueryEngine
 from sensorlake.query.fresh import tail_from_stream
 from sensorlake.stream.connection import StreamClient
@@ -68,6 +69,10 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _error(exc: SensorlakeError) -> JSONResponse:
@@ -100,6 +105,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def create_app(ctx: ApiContext) -> Starlette:
     cfg = ctx.config
     identity = IdentityRules(cfg.ingest.device_id_from)
+    deep = too_deep(cfg.ingest.max_depth)
 
     async def ingest(request: Request) -> Response:
         if not ctx.accepting:
@@ -127,6 +133,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             )
         body = await _read_body(request, cfg.ingest.max_body_bytes)
         accepted, rejected = parse_body(body, request.headers.get("content-type"))
+        accepted, rejected = screen(accepted, rejected, deep)
         if api_key is not None:
             accepted, rejected = own_readings(api_key, topic, accepted, rejected, identity)
         messages = pack_messages(accepted, cfg.stream.max_payload)
@@ -202,15 +209,21 @@ def create_app(ctx: ApiContext) -> Starlette:
         stream_ok = ctx.client.connected
         status = await writer_status(ctx.client) if stream_ok else None
         writer_ok = bool(status and status.get("ready"))
-        ok = stream_ok and writer_ok and ctx.accepting
+        problems: list[dict[str, Any]] = []
+        degraded = status.get("degraded") if status else None
+        if degraded:
+            problems.append({"problem": degraded["reason"], "since": _iso(degraded["since"])})
+        ok = stream_ok and writer_ok and ctx.accepting and not problems
         body: dict[str, Any] = {
             "status": "ok" if ok else "degraded",
             "stream": "connected" if stream_ok else "disconnected",
             "writer": "running" if writer_ok else "unavailable",
             "accepting": ctx.accepting,
         }
+        if problems:
+            body["problems"] = problems
         if status:
-            body["committed_seq"] = status.get("committed")
+            body["committed"] = status.get("committed")
         if ctx.restarts is not None:
             body["restarts"] = ctx.restarts()
         return JSONResponse(body, status_code=200 if ok else 503)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from itertools import count
 from typing import Any
 
 import orjson
@@ -28,7 +27,7 @@ from sensorlake.access import ApiKey, KeyStore, LiveKeys, RateLimiter, Scope
 from sensorlake.config import Config
 from sensorlake.errors import AccessDenied, AccessError, RateLimited, SensorlakeError
 from sensorlake.hosts import is_loopback
-from sensorlake.ingest.body import Rejected
+from sensorlake.ingest.body import Rejected, screen
 from sensorlake.ingest.identity import IdentityRules
 
 log = logging.getLogger(__name__)
@@ -177,19 +176,13 @@ def own_readings(
     in the request, so the sender learns which ones and the rest is still stored."""
     if key.device is None:
         return accepted, rejected
-    taken = {r.index for r in rejected}
-    positions = (i for i in count() if i not in taken)
-    kept: list[bytes] = []
-    refused = list(rejected)
-    for index, reading in zip(positions, accepted, strict=False):
+
+    def refusal(reading: bytes) -> str | None:
         payload: Any = orjson.loads(reading)
         device = identity.device_id(payload, topic)
         if device == key.device:
-            kept.append(reading)
-            continue
+            return None
         named = f"names device {device!r}" if device is not None else "names no device"
-        refused.append(Rejected(
-            index, f"the reading {named}; this API key may only write as {key.device!r}"))
-    if len(refused) == len(rejected):
-        return accepted, rejected
-    return kept, sorted(refused, key=lambda r: r.index)
+        return f"the reading {named}; this API key may only write as {key.device!r}"
+
+    return screen(accepted, rejected, refusal)

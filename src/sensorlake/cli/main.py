@@ -49,7 +49,7 @@ def up(
         "--demo", help="Also run a small simulated greenhouse fleet with a few anomalies.")
     ] = False,
 ) -> None:
-    """Run the whole pipeline: MQTT + HTTP ingest, stream, lake writer, query API."""
+    """Run the whole pipeline: MQTT + HTTP ingest, stream, worker, query API."""
     from sensorlake.cli.runner import run_up
 
     cfg = _load(config, data_dir, host=host, mqtt_port=mqtt_port, http_port=http_port,
@@ -59,11 +59,11 @@ def up(
 
 @app.command()
 def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Run the lake writer on its own (`up` already runs one; one per stream).
+    """Run the pipeline worker on its own (`up` already runs one; one per stream).
 
     For an external NATS server (stream.url): stream → Iceberg, exactly once.
     """
-    from sensorlake.lake.service import run_worker
+    from sensorlake.pipeline.service import run_worker
 
     asyncio.run(run_worker(_load(config, data_dir)))
 

@@ -1,8 +1,12 @@
-"""`sensorlake up`: the embedded nats-server and the lake writer as supervised children, and the
-HTTP API in this process.
+"""`sensorlake up`: the embedded nats-server and the pipeline worker as supervised children, and
+the HTTP API in this process.
 
-Shutdown order is what makes SIGINT/SIGTERM safe: stop taking HTTP input, let the writer commit
-and ack what it holds and exit, close the NATS connection, and only then stop nats-server.
+Shutdown order is what makes SIGINT/SIGTERM safe: stop taking HTTP input, let the worker commit
+what it holds and exit, close the NATS connections, and only then stop nats-server.
+
+A worker can be alive and still useless — a connection whose read loop died, a commit that never
+returns — so `up` also watches what the worker reports, and restarts one that stops answering
+while NATS itself answers, or that holds uncommitted readings without progress for too long.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ from sensorlake.devices.token_gate import TokenGate
 from sensorlake.errors import ConfigError, ServerStartError
 from sensorlake.hosts import is_loopback
 from sensorlake.lake.catalog import open_catalog
-from sensorlake.lake.service import writer_status
 from sensorlake.lake.tables import ensure_tables
 from sensorlake.metrics import ApiMetrics
+from sensorlake.pipeline.service import writer_status
 from sensorlake.query.engine import QueryEngine
 from sensorlake.simulate.run import Plan
 from sensorlake.stream.connection import StreamClient
-from sensorlake.stream.server import NatsSupervisor, mqtt_uses_tls
+from sensorlake.stream.server import mqtt_uses_tls
+from sensorlake.stream.supervisor import NatsSupervisor
 from sensorlake.supervise import ChildSupervisor, spawn
 
 log = logging.getLogger(__name__)
@@ -66,9 +71,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class WorkerSupervisor(ChildSupervisor):
-    """`sensorlake worker` as a child of `up`: the lake writer in a process (a core) of its own."""
+    """`sensorlake worker` as a child of `up`: the pipeline in a process (a core) of its own."""
 
-    name = "lake writer"
+    name = "worker"
 
     def __init__(self, config: Config, config_path: Path | None, client: StreamClient,
                  *, start_timeout: float = 60.0) -> None:
@@ -79,6 +84,41 @@ class WorkerSupervisor(ChildSupervisor):
             self._argv += ["--config", str(config_path)]
         self._client = client
         self._start_timeout = start_timeout
+        self.unresponsive_s = 20.0
+        """No status answer for this long, while NATS answers `up`: the worker is restarted."""
+        self.stall_s = max(60.0, 6 * config.lake.flush_interval)
+        """Uncommitted readings and no commit for this long (the lake itself being fine): the
+        worker is restarted."""
+
+    async def watch(self, metrics: ApiMetrics, interval: float = 2.0) -> None:
+        """Restart a worker that is alive but makes no progress; counted by reason."""
+        silent_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            proc = self._proc
+            if proc is None or proc.returncode is not None:
+                silent_since = None
+                continue
+            status = await writer_status(self._client, wait_s=2.0)
+            reason = None
+            if status is None:
+                if not await self._client.answers():
+                    silent_since = None  # NATS itself is away: not the worker's fault
+                    continue
+                silent_since = silent_since or loop.time()
+                if loop.time() - silent_since >= self.unresponsive_s:
+                    reason = "unresponsive"
+            else:
+                silent_since = None
+                stuck = float(status.get("progress_age_s") or 0.0)
+                if stuck >= self.stall_s and not status.get("degraded"):
+                    reason = "stalled"
+            if reason is not None and proc.returncode is None:
+                log.error("the worker is %s; restarting it", reason)
+                metrics.worker_restarts.labels(reason).inc()
+                silent_since = None
+                proc.kill()
 
     async def _spawn(self) -> None:
         self._proc = proc = await spawn(self._argv)
@@ -87,7 +127,7 @@ class WorkerSupervisor(ChildSupervisor):
         while loop.time() < deadline:
             if proc.returncode is not None:
                 raise ServerStartError(
-                    f"the lake writer exited with code {proc.returncode} while starting",
+                    f"the worker exited with code {proc.returncode} while starting",
                     hint="its error is printed above",
                 )
             status = await writer_status(self._client, wait_s=0.5)
@@ -95,7 +135,7 @@ class WorkerSupervisor(ChildSupervisor):
                 return
             await asyncio.sleep(0.05)
         raise ServerStartError(
-            f"the lake writer was not ready within {self._start_timeout:.0f} s",
+            f"the worker was not ready within {self._start_timeout:.0f} s",
             hint="is the catalog reachable? see lake.catalog",
         )
 
@@ -116,7 +156,7 @@ async def run_up(
     worker: WorkerSupervisor | None = None
 
     async def stop_in_order() -> None:
-        """The writer commits and exits while NATS is still there to take its ack; each step
+        """The worker commits and exits while NATS is still there to take its acks; each step
         is a no-op when already done, so this serves the normal path and every error path."""
         if worker is not None:
             await worker.stop(grace_s=8.0)
@@ -155,6 +195,7 @@ async def run_up(
             server_task = tasks.create_task(server.serve(sockets=[http_sock]), name="http")
             for child in supervised:
                 tasks.create_task(child.supervise(), name=f"supervise {child.name}")
+            tasks.create_task(worker.watch(ctx.metrics), name="watch the worker")
             gate: asyncio.Task[None] | None = None
             if nats is not None:
                 tasks.create_task(nats.follow_registry(), name="follow the device registry")

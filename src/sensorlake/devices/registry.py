@@ -36,9 +36,12 @@ CREATE TABLE IF NOT EXISTS devices (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     token_hash TEXT,
-    token_cert_serial TEXT
+    token_cert_serial TEXT,
+    gateway INTEGER NOT NULL DEFAULT 0
 )
 """
+_COLUMNS = ("name, attributes, status, cert_serial, cert_not_after, created_at, updated_at,"
+            " token_hash, token_cert_serial, gateway")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class Device:
     updated_at: str
     token_hash: str | None = None
     token_cert_serial: str | None = None
+    gateway: bool = False
+    """May name other devices in its readings (it relays for them); others write only as
+    themselves."""
 
     @property
     def active(self) -> bool:
@@ -78,6 +84,13 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _add_gateway_column(db: sqlite3.Connection) -> None:
+    """Registries of earlier versions have no gateway column; their devices are not gateways."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(devices)")}
+    if "gateway" not in columns:
+        db.execute("ALTER TABLE devices ADD COLUMN gateway INTEGER NOT NULL DEFAULT 0")
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -88,7 +101,7 @@ class Registry:
         self.path = registry_path(data_dir)
 
     def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return registry_db(self.data_dir, _SCHEMA)
+        return registry_db(self.data_dir, _SCHEMA, migrate=_add_gateway_column)
 
     @property
     def ca(self) -> CertificateAuthority:
@@ -108,11 +121,9 @@ class Registry:
         where, args = ("WHERE name = ?", (name,)) if name is not None else ("", ())
         with self._db() as db:
             rows = db.execute(
-                "SELECT name, attributes, status, cert_serial, cert_not_after, created_at,"
-                f" updated_at, token_hash, token_cert_serial FROM devices {where} ORDER BY name",
-                args,
-            ).fetchall()
-        return [Device(r[0], json.loads(r[1]), *r[2:]) for r in rows]
+                f"SELECT {_COLUMNS} FROM devices {where} ORDER BY name", args).fetchall()
+        return [Device(r[0], json.loads(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9]))
+                for r in rows]
 
     def active(self) -> list[Device]:
         return [d for d in self.devices() if d.active]
@@ -125,7 +136,8 @@ class Registry:
         return found[0]
 
     def register(
-        self, names: list[str], attributes: dict[str, dict[str, str]] | None = None
+        self, names: list[str], attributes: dict[str, dict[str, str]] | None = None,
+        *, gateway: bool = False,
     ) -> list[tuple[Device, IssuedCertificate]]:
         """Register new devices, each with a fresh certificate; all or none."""
         for name in names:
@@ -145,10 +157,10 @@ class Registry:
         now = _now()
         with self._db() as db:
             db.executemany(
-                "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+                f"INSERT INTO devices ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
                 [
                     (name, json.dumps((attributes or {}).get(name, {})), ACTIVE, cert.serial,
-                     cert.not_after.isoformat(timespec="seconds"), now, now)
+                     cert.not_after.isoformat(timespec="seconds"), now, now, int(gateway))
                     for name, cert in issued
                 ],
             )

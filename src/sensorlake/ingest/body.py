@@ -6,7 +6,9 @@ stream write per `max_payload` bytes rather than one per reading.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import count
 
 import orjson
 
@@ -108,6 +110,61 @@ def parse_body(body: bytes, content_type: str | None) -> tuple[list[bytes], list
         f"the body is {_kind(value)}, not a JSON object or array",
         hint='send e.g. {"temperature": 21.5}',
     )
+
+
+def screen(
+    accepted: list[bytes], rejected: list[Rejected], refusal: Callable[[bytes], str | None]
+) -> tuple[list[bytes], list[Rejected]]:
+    """Move the accepted readings that `refusal` finds a reason against into `rejected`, by
+    their index in the request, so the sender learns which ones and the rest is still stored."""
+    taken = {r.index for r in rejected}
+    positions = (i for i in count() if i not in taken)
+    kept: list[bytes] = []
+    refused = list(rejected)
+    for index, reading in zip(positions, accepted, strict=False):
+        reason = refusal(reading)
+        if reason is None:
+            kept.append(reading)
+        else:
+            refused.append(Rejected(index, reason))
+    if len(refused) == len(rejected):
+        return accepted, rejected
+    return kept, sorted(refused, key=lambda r: r.index)
+
+
+def nesting_depth(reading: bytes) -> int:
+    """How deep objects and arrays nest in a JSON text (brackets inside strings not counted)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in reading:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x7D, 0x5D):
+            depth -= 1
+    return deepest
+
+
+def too_deep(max_depth: int) -> Callable[[bytes], str | None]:
+    """A refusal of readings nested deeper than `max_depth` levels (ingest.max_depth). Cheap
+    for most readings: a text with fewer brackets than that cannot nest so deep."""
+    def refusal(reading: bytes) -> str | None:
+        if reading.count(b"{") + reading.count(b"[") <= max_depth:
+            return None
+        depth = nesting_depth(reading)
+        if depth <= max_depth:
+            return None
+        return f"the reading nests {depth} levels deep, more than {max_depth} (ingest.max_depth)"
+    return refusal
 
 
 def pack_messages(readings: list[bytes], max_payload: int) -> list[bytes]:

@@ -7,6 +7,7 @@ These are the conventions of the managed builds we replace: the payload may name
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,8 @@ class TimeValueError(ValueError):
 
 def epoch_to_us(value: float) -> int:
     """Epoch in s, ms, µs or ns — told apart by magnitude, as any date after 1973 is unambiguous."""
+    if not math.isfinite(value):
+        raise TimeValueError(f"epoch {value!r} is not a finite number")
     magnitude = abs(value)
     for limit, factor in EPOCH_SCALES:
         if magnitude < limit:

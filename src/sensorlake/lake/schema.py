@@ -18,7 +18,10 @@ class TypeConflict(ValueError):
     """A value cannot be read as the type its column already has."""
 
     def __init__(self, path: str, value: Any, typ: pa.DataType) -> None:
-        shown = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode(errors="replace")
+        try:
+            shown = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode(errors="replace")
+        except TypeError:  # nested too deep for the serializer
+            shown = f"a {type(value).__name__}"
         if len(shown) > 80:
             shown = shown[:77] + "..."
         super().__init__(f"field '{path}': cannot read {shown} as {_type_name(typ)}")

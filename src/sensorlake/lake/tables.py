@@ -22,17 +22,28 @@ from pyiceberg.types import (
 )
 
 from sensorlake.errors import TableNotFound
+from sensorlake.stream.partitions import Position
 
 log = logging.getLogger(__name__)
 
 TELEMETRY = "telemetry"
 DEAD_LETTER = "dead_letter"
 
-BASE_COLUMNS = ("topic", "device_id", "ts", "received_at", "seq")
-RESERVED = frozenset(BASE_COLUMNS)
+STREAM_FIELD = "stream"
+BASE_COLUMNS = ("topic", "device_id", "ts", "received_at", "seq", STREAM_FIELD)
+PARTITION_NAMES = ("ts_day",)
+"""Iceberg refuses a column named like a partition field of the table."""
+RESERVED = frozenset((*BASE_COLUMNS, *PARTITION_NAMES))
+"""Names a payload key cannot take: it keeps its value as `payload_<key>` (`device_id` and `ts`
+fill the base columns of their name instead)."""
 
+POSITION_PROPERTY = "sensorlake.position"
+"""Table property: how far the output writing the table has committed (`Position.encode`). It is
+set in the same metadata commit as the rows it covers, and unlike a snapshot's summary it is
+untouched by snapshot expiry or compaction, so no maintenance can move it back."""
 SEQ_PROPERTY = "sensorlake.seq"
 STREAM_PROPERTY = "sensorlake.stream"
+"""Snapshot summary keys of earlier versions, read only to resume a table they wrote."""
 
 TABLE_PROPERTIES = {
     "write.parquet.compression-codec": "zstd",
@@ -46,9 +57,11 @@ TELEMETRY_SCHEMA = Schema(
     NestedField(3, "ts", TimestamptzType(), required=False, doc="event time"),
     NestedField(4, "received_at", TimestamptzType(), required=False, doc="stream store time"),
     NestedField(5, "seq", LongType(), required=False, doc="stream sequence of its message"),
+    NestedField(6, STREAM_FIELD, StringType(), required=False,
+                doc="stream its message was read from; with seq, names the message"),
 )
 TELEMETRY_PARTITION = PartitionSpec(
-    PartitionField(source_id=3, field_id=1000, transform=DayTransform(), name="ts_day")
+    PartitionField(source_id=3, field_id=1000, transform=DayTransform(), name=PARTITION_NAMES[0])
 )
 TELEMETRY_SORT = SortOrder(
     SortField(source_id=2, transform=IdentityTransform()),
@@ -62,6 +75,7 @@ DEAD_LETTER_SCHEMA = Schema(
     NestedField(4, "received_at", TimestamptzType(), required=False),
     NestedField(5, "reason", StringType(), required=False),
     NestedField(6, "raw", BinaryType(), required=False),
+    NestedField(7, STREAM_FIELD, StringType(), required=False),
 )
 DEAD_LETTER_PARTITION = PartitionSpec(
     PartitionField(source_id=4, field_id=1000, transform=DayTransform(), name="received_day")
@@ -74,6 +88,7 @@ DEAD_LETTER_ARROW = pa.schema(
         pa.field("received_at", pa.timestamp("us", tz="UTC")),
         pa.field("reason", pa.string()),
         pa.field("raw", pa.binary()),
+        pa.field(STREAM_FIELD, pa.string()),
     ]
 )
 
@@ -107,29 +122,32 @@ def load_table(catalog: Catalog, namespace: str, name: str) -> Table:
         ) from None
 
 
-def stream_position(table: Table) -> tuple[int, str | None]:
-    """(highest stream sequence, stream identity) of the newest snapshot that records one.
+def position_key(writer: str | None = None) -> str:
+    """The property holding the position of `writer`: the table's own output by default, or
+    another output that also writes into this table (e.g. readings it had to reject)."""
+    return POSITION_PROPERTY if writer is None else f"{POSITION_PROPERTY}.{writer}"
 
-    Walks back from the current snapshot, since maintenance commits (compaction, expiry) carry no
-    stream position of their own.
-    """
+
+def read_position(table: Table, writer: str | None = None) -> Position:
+    """What `table` holds, as recorded by its last commit (an empty position if none)."""
+    text = table.properties.get(position_key(writer))
+    if text:
+        return Position.decode(text)
+    if writer is not None:
+        return Position()
+    return _legacy_position(table)
+
+
+def _legacy_position(table: Table) -> Position:
+    """The position of a table written by an earlier version: in the summary of the newest
+    snapshot that records one."""
     snapshot = table.current_snapshot()
     while snapshot is not None:
         summary = snapshot.summary
         if summary is not None and summary.get(SEQ_PROPERTY):
-            return int(str(summary[SEQ_PROPERTY])), summary.get(STREAM_PROPERTY)
+            identity = str(summary.get(STREAM_PROPERTY) or "")
+            name = identity.split("@", 1)[0]
+            return Position({name: int(str(summary[SEQ_PROPERTY]))}, {name: identity})
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None
-    return 0, None
-
-
-def committed_seq(table: Table, stream_identity: str) -> int:
-    """Highest stream sequence committed into `table` from this stream (0 if none)."""
-    seq, identity = stream_position(table)
-    if identity is not None and identity != stream_identity:
-        log.warning(
-            "table %s was last written from stream %s, not %s; starting from its beginning",
-            table.name(), identity, stream_identity,
-        )
-        return 0
-    return seq
+    return Position()

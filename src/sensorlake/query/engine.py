@@ -3,34 +3,54 @@
 Each query gets a fresh in-memory DuckDB whose views read the current snapshot's Parquet files in
 place, plus — when given — the uncommitted tail as an Arrow table, so that a reading is queryable
 the moment the writer has it. Then the connection is locked down: file access only inside the
-warehouse, no extensions, no configuration changes; and only a single SELECT is accepted.
+warehouse, no extensions, no configuration changes; and only a single SELECT (or a plain EXPLAIN
+of one) is accepted. Each query is bounded by `[query]` timeout, memory_limit and threads, so one
+query can neither run forever nor starve ingest of CPU or memory.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as dtime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 from uuid import UUID
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchNamespaceError
 from pyiceberg.table import Table
 
 from sensorlake.config import Config
-from sensorlake.errors import QueryError, TableNotFound
-from sensorlake.lake.catalog import open_catalog
-from sensorlake.lake.tables import load_table, stream_position
+from sensorlake.errors import LakeError, QueryError, SensorlakeError, TableNotFound
+from sensorlake.lake.catalog import catalog_properties, open_catalog
+from sensorlake.lake.records import after
+from sensorlake.lake.tables import load_table, read_position
 
-_ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_ANALYZE = {"ANALYZE", "ANALYSE"}
+_HIDDEN_SQL = {"query", "json_execute_serialized_sql"}
+"""Table functions that run SQL given as a string: the guard cannot see what that string holds
+(it may be built while the query runs), so it cannot vouch for it."""
+_CHANGES_STATE = {
+    "checkpoint", "force_checkpoint", "truncate_duckdb_logs", "write_log",
+    "enable_logging", "disable_logging", "enable_profiling", "disable_profiling",
+    "add_grammar_extension", "remove_grammar_extension",
+    "create_external_resource", "register_external_resource", "destroy_external_resource",
+    "deregister_external_resource", "register_external_resource_type",
+    "nextval", "setval",
+}
+"""Functions callable from a SELECT that change the engine's state rather than read data. Most
+are stopped by `lock_configuration` as well; refusing them up front gives a clear message and
+does not rest on that alone."""
 
 
 @dataclass
@@ -91,7 +111,24 @@ def _local_path(location: str) -> str:
 
 
 def check_read_only(sql: str) -> None:
-    """One SELECT (or EXPLAIN) statement; anything else is refused before it runs."""
+    """One SELECT, or a plain EXPLAIN of one; anything else is refused before it runs.
+
+    EXPLAIN ANALYZE runs what it explains, so it is refused whatever it wraps, and a plain EXPLAIN
+    must wrap a SELECT. DuckDB's own parser and tokenizer decide what the text is, so comments,
+    case and line breaks cannot disguise a statement.
+    """
+    statement = _one_statement(sql)
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        statement = _explained(statement.query)
+    elif statement.type != duckdb.StatementType.SELECT:
+        raise QueryError(
+            f"{_kind(statement)} statements are not allowed: queries are read-only",
+            hint="only SELECT is accepted; the lake is written by the pipeline alone",
+        )
+    _check_functions(statement.query)
+
+
+def _one_statement(sql: str) -> duckdb.Statement:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -101,23 +138,176 @@ def check_read_only(sql: str) -> None:
             f"expected exactly one statement, got {len(statements)}",
             hint="send a single SELECT",
         )
-    kind = statements[0].type
-    if kind not in _ALLOWED:
-        name = str(kind).rsplit(".", 1)[-1]
+    return statements[0]
+
+
+def _kind(statement: duckdb.Statement) -> str:
+    return str(statement.type).rsplit(".", 1)[-1]
+
+
+def _explained(sql: str) -> duckdb.Statement:
+    """The SELECT an EXPLAIN statement wraps; QueryError for EXPLAIN ANALYZE or anything else.
+
+    DuckDB's Python API does not expose what an EXPLAIN wraps, so its tokens are read: after
+    EXPLAIN comes either the statement or a parenthesised option list and then the statement.
+    `EXPLAIN (SELECT 1)` is both shapes at once, so every reading whose rest parses as one
+    statement must be safe, whichever of them DuckDB picks.
+    """
+    words = _words(sql)  # words[0] is EXPLAIN: DuckDB said so
+    if len(words) > 1 and words[1][1].upper() in _ANALYZE:
+        raise _analyze_refused()
+    readings: list[tuple[list[str], int]] = [([], 1)]  # (options, index of the statement)
+    if len(words) > 1 and words[1][1] == "(":
+        depth = 0
+        for index, (_, text) in enumerate(words[1:], start=1):
+            depth += (text == "(") - (text == ")")
+            if depth == 0:
+                readings.append(([t for _, t in words[2:index]], index + 1))
+                break
+    explained: list[duckdb.Statement] = []
+    for options, index in readings:
+        rest = sql[words[index][0]:] if index < len(words) else ""
+        try:
+            statements = duckdb.extract_statements(rest)
+        except duckdb.Error:
+            continue  # not this reading
+        if len(statements) != 1:
+            continue
+        if any(option.upper() in _ANALYZE for option in options):
+            raise _analyze_refused()
+        explained.append(statements[0])
+    if not explained:
         raise QueryError(
-            f"{name} statements are not allowed: queries are read-only",
-            hint="only SELECT is accepted; the lake is written by the pipeline alone",
+            "EXPLAIN must wrap a single SELECT",
+            hint="send EXPLAIN SELECT …, or EXPLAIN (FORMAT json) SELECT …",
         )
+    for statement in explained:
+        if statement.type != duckdb.StatementType.SELECT:
+            raise QueryError(
+                f"EXPLAIN of {_kind(statement)} statements is not allowed: queries are "
+                "read-only",
+                hint="only SELECT (and EXPLAIN SELECT …) is accepted; the lake is written by the "
+                "pipeline alone",
+            )
+    return explained[0]
+
+
+def _words(sql: str) -> list[tuple[int, str]]:
+    """(offset, text) of each token that is not a comment."""
+    tokens = duckdb.tokenize(sql)
+    words: list[tuple[int, str]] = []
+    for index, (offset, kind) in enumerate(tokens):
+        end = tokens[index + 1][0] if index + 1 < len(tokens) else len(sql)
+        if kind != duckdb.token_type.comment:
+            words.append((offset, sql[offset:end].strip()))
+    return words
+
+
+def _analyze_refused() -> QueryError:
+    return QueryError(
+        "EXPLAIN ANALYZE is not allowed: it runs the statement it explains",
+        hint="use EXPLAIN without ANALYZE to see the plan of a SELECT",
+    )
+
+
+_parser_lock = threading.Lock()
+_parser: tuple[int, duckdb.DuckDBPyConnection] | None = None
+
+
+def _syntax_tree(select: str) -> dict[str, Any]:
+    """DuckDB's own parse of one SELECT, as JSON. One connection per process serves every
+    request: opening one costs ~20 ms, serialising a statement well under one."""
+    global _parser
+    with _parser_lock:
+        if _parser is None or _parser[0] != os.getpid():  # a forked child gets its own
+            _parser = (os.getpid(), duckdb.connect(":memory:", config={
+                "enable_external_access": "false", "autoload_known_extensions": "false",
+                "autoinstall_known_extensions": "false"}))
+        row = _parser[1].execute("SELECT json_serialize_sql(?)", [select]).fetchone()
+    tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
+    return tree
+
+
+def _function_names(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        name = node.get("function_name")
+        if isinstance(name, str):
+            yield name.lower()
+        for value in node.values():
+            yield from _function_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _function_names(value)
+
+
+def _check_functions(select: str) -> None:
+    """Refuse a SELECT that calls a function which runs hidden SQL or changes state; reading
+    functions (read_parquet, glob, …) stay, confined to the warehouse by the connection."""
+    tree = _syntax_tree(select)
+    if tree.get("error"):
+        raise QueryError(
+            f"the query could not be checked: {tree.get('error_message', 'unknown error')}",
+            hint="send a plain SELECT",
+        )
+    for name in _function_names(tree):
+        if name in _HIDDEN_SQL:
+            raise QueryError(
+                f"{name}() is not allowed: it runs SQL that the read-only check cannot see",
+                hint="write that SQL into the query itself",
+            )
+        if name in _CHANGES_STATE:
+            raise QueryError(
+                f"{name}() is not allowed: it changes the engine's state and queries are "
+                "read-only",
+                hint="only reading functions may be used in a query",
+            )
 
 
 def _clean(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
+class _Deadline:
+    """Interrupts a connection once `seconds` have passed: DuckDB has no statement timeout.
+
+    The lock keeps the timer from interrupting a connection that is already being closed.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, seconds: float) -> None:
+        self._con = con
+        self._lock = threading.Lock()
+        self._over = False
+        self.passed = False
+        self._timer = threading.Timer(seconds, self._interrupt)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._over = True
+
+    def _interrupt(self) -> None:
+        with self._lock:
+            if not self._over:
+                self.passed = True
+                self._con.interrupt()
+
+
 class QueryEngine:
     def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
         self._config = config
-        self._catalog = catalog or open_catalog(config)
+        if catalog is None:
+            try:
+                catalog = open_catalog(config)
+            except SensorlakeError:
+                raise
+            except Exception as exc:  # a SQL catalog connects as it opens
+                raise catalog_unreadable(config, exc) from exc
+        self._catalog = catalog
         self._namespace = config.lake.namespace
         self._files: dict[tuple[str, int | None], list[str]] = {}
 
@@ -126,14 +316,26 @@ class QueryEngine:
         return self._catalog
 
     def table_names(self) -> list[str]:
+        """The lake's tables; [] only while nothing was ever written (no namespace yet).
+
+        Any other failure is an outage and says so: answering "no tables" would turn it into
+        "table does not exist" for every query.
+        """
         try:
             identifiers = self._catalog.list_tables(self._namespace)
-        except Exception:  # no namespace yet: nothing was ever written
+        except NoSuchNamespaceError:
             return []
+        except Exception as exc:
+            raise catalog_unreadable(self._config, exc) from exc
         return sorted(ident[-1] for ident in identifiers)
 
     def load(self, name: str) -> Table:
-        return load_table(self._catalog, self._namespace, name)
+        try:
+            return load_table(self._catalog, self._namespace, name)
+        except SensorlakeError:
+            raise  # TableNotFound: the catalog answered, the table is not there
+        except Exception as exc:
+            raise catalog_unreadable(self._config, exc) from exc
 
     def execute(
         self,
@@ -146,20 +348,29 @@ class QueryEngine:
         check_read_only(sql)
         started = time.perf_counter()
         tails = tails or {}
-        con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": "false",
-                                                  "autoload_known_extensions": "false"})
+        limits = self._config.query
+        con = duckdb.connect(":memory:", config={
+            "autoinstall_known_extensions": "false",
+            "autoload_known_extensions": "false",
+            "memory_limit": limits.memory_limit,
+            "threads": str(limits.threads),
+            # No spilling: memory_limit is then a real bound, and nothing is written to a
+            # `.tmp` in whatever directory `up` was started from.
+            "temp_directory": "",
+        })
         try:
             uncommitted = self._create_views(con, tails)
             warehouse = _local_path(self._config.warehouse).rstrip("/") + "/"
             con.execute("SET allowed_directories = ?", [[warehouse]])
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
-            try:
-                cursor = con.execute(sql)
-                limit = max_rows if max_rows is not None else self._config.query.max_rows
-                rows = cursor.fetchmany(limit + 1)
-            except duckdb.Error as exc:
-                raise _explain(exc) from None
+            limit = max_rows if max_rows is not None else limits.max_rows
+            with _Deadline(con, limits.timeout) as deadline:
+                try:
+                    cursor = con.execute(sql)
+                    rows = cursor.fetchmany(limit + 1)
+                except duckdb.Error as exc:
+                    raise self._failure(exc, timed_out=deadline.passed) from None
             description = cursor.description or []
             truncated = len(rows) > limit
             return QueryResult(
@@ -189,11 +400,10 @@ class QueryEngine:
                 con.register(empty, table.schema().as_arrow().empty_table())
                 parts.append(f"SELECT * FROM {quote_ident(empty)}")
             tail = tails.get(name)
-            if tail is not None and tail.num_rows and "seq" in tail.column_names:
+            if tail is not None and tail.num_rows:
                 # The tail was taken before this snapshot was loaded; a commit in between
                 # would otherwise show its readings twice.
-                committed, _ = stream_position(table)
-                tail = tail.filter(pc.greater(tail["seq"], committed))
+                tail = after(tail, read_position(table))
             if tail is not None and tail.num_rows:
                 tail_name = f"__uncommitted_{name}"
                 con.register(tail_name, tail)
@@ -233,8 +443,29 @@ class QueryEngine:
             "size_bytes": int(summary.get("total-files-size", 0)) if summary else 0,
             "snapshots": len(table.metadata.snapshots),
             "current_snapshot": snapshot.snapshot_id if snapshot else None,
-            "committed_seq": int(summary.get("sensorlake.seq", 0) or 0) if summary else 0,
+            "position": dict(read_position(table).seqs),
         }
+
+    def _failure(self, exc: duckdb.Error, *, timed_out: bool) -> QueryError:
+        """A limit that stopped the query names its key; anything else as DuckDB put it."""
+        limits = self._config.query
+        if timed_out and isinstance(exc, duckdb.InterruptException):
+            return QueryError(
+                f"the query ran longer than query.timeout ({limits.timeout:g} s) and was stopped",
+                hint="make it cheaper (filter on ts, aggregate, add a LIMIT) or raise "
+                "query.timeout ([query] timeout in sensorlake.toml, or SENSORLAKE_QUERY__TIMEOUT)",
+            )
+        if isinstance(exc, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(exc):
+            # Only DuckDB's first line: its advice (SET threads, SET memory_limit) is refused here.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+            return QueryError(
+                f"the query needed more memory than query.memory_limit ({limits.memory_limit}) "
+                f"allows: {first}",
+                hint="make it need less (filter on ts, fewer columns, aggregate before sorting or "
+                "joining) or raise query.memory_limit ([query] memory_limit in sensorlake.toml, "
+                "or SENSORLAKE_QUERY__MEMORY_LIMIT)",
+            )
+        return _explain(exc)
 
 
 def _explain(exc: duckdb.Error) -> QueryError:
@@ -248,3 +479,41 @@ def _explain(exc: duckdb.Error) -> QueryError:
     if "does not exist" in text and "Table with name" in text:
         return TableNotFound(text, hint="`sensorlake tables` lists the tables")
     return QueryError(text)
+
+
+_SECRET_KEYS = ("password", "secret", "token", "credential", "key")
+
+
+def catalog_unreadable(config: Config, exc: Exception) -> LakeError:
+    """The catalog could not be read: which one (credentials masked), why, and what to check."""
+    props = catalog_properties(config)
+    kind = props.get("type") or "pyiceberg"
+    uri = props.get("uri", "")
+    where = f"{kind} catalog at {mask_uri(uri)}" if uri else f"{kind} catalog"
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's own error
+    lines = str(cause).strip().splitlines()
+    text = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    secrets = [v for k, v in props.items() if any(word in k.lower() for word in _SECRET_KEYS)]
+    password = urlsplit(uri).password if uri else None
+    secrets += [password, unquote(password)] if password else []
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    default = "" if config.lake.catalog else f" (the default is {config.data_dir / 'catalog.db'})"
+    return LakeError(
+        f"the lake catalog ({where}) could not be read: {text}",
+        hint=f"check that the catalog is reachable, readable and intact{default}, and that "
+        "lake.catalog names it correctly; then retry",
+    )
+
+
+def mask_uri(uri: str) -> str:
+    """`uri` with the password of its user info replaced by ***, so it can be shown and logged."""
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        return "(an unparsable uri)"
+    if password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -1,8 +1,9 @@
-"""The uncommitted tail for queries run outside `sensorlake up` (the CLI).
+"""The uncommitted tail: readings in the stream that the telemetry table does not hold yet.
 
-Inside `up`, queries read the writer's buffer directly. A separate process instead reads the stream
-past the telemetry table's committed sequence and decodes it the same way the writer will, so the
-CLI sees the same fresh readings. When no stream is reachable it says so and shows the lake alone.
+A query reads every partition of the stream past the position the telemetry table has committed,
+and decodes it exactly as the worker will (naming rules, identity checks, types), so a reading is
+queryable the moment the stream has acknowledged it. When no stream is reachable the lake alone
+answers.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from nats.errors import Error as NatsError
 from pyiceberg.table import Table
 
 from sensorlake.config import RUN_FILE, Config
+from sensorlake.devices.policy import load_policy
 from sensorlake.errors import SensorlakeError
 from sensorlake.ingest.identity import IdentityRules
-from sensorlake.lake.records import Batch, Decoder, uncommitted_table
-from sensorlake.lake.tables import TELEMETRY, committed_seq
+from sensorlake.lake.fields import FieldLimits
+from sensorlake.lake.records import Decoder
+from sensorlake.lake.tables import TELEMETRY, read_position
 from sensorlake.query.engine import QueryEngine
 from sensorlake.stream.connection import StreamClient
 
@@ -81,15 +84,17 @@ async def tail_from_stream(client: StreamClient, config: Config, engine: QueryEn
     if table is None:
         return NO_TAIL
     try:
-        position = await client.position()
-        after = committed_seq(table, position.identity)
-        msgs, truncated = await client.read_after(after, max_bytes=config.lake.flush_bytes)
+        partitions = await client.partitions()
+        position = read_position(table)
+        parts, truncated = await client.read_after(
+            partitions, {p.name: position.seq(p) for p in partitions},
+            max_bytes=config.lake.flush_bytes)
     except (SensorlakeError, NatsError, TimeoutError) as exc:
         log.warning("could not read the stream tail: %s", exc)
         return NO_TAIL
-    decoder = Decoder(IdentityRules(config.ingest.device_id_from), config.stream.subject_prefix)
-    batch = Batch()
-    for msg in msgs:
-        decoder.add_delivery(batch, msg)
-    arrow = uncommitted_table(batch, table.schema().as_arrow()) if len(batch) else None
-    return Tail(arrow, truncated)
+    if not any(deliveries for _, deliveries in parts):
+        return Tail(None, truncated)
+    decoder = Decoder(IdentityRules(config.ingest.device_id_from), table.schema().as_arrow(),
+                      FieldLimits.from_config(config), await asyncio.to_thread(load_policy, config))
+    batch = decoder.decode(parts)
+    return Tail(batch.readings if len(batch) else None, truncated)

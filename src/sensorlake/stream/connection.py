@@ -1,11 +1,21 @@
-"""The NATS connection sensorlake's workers share, and the stream and consumers they rely on."""
+"""The NATS connection sensorlake's processes share, and the streams and consumers they rely on.
+
+One connection to sensorlake's own account reaches the TELEMETRY stream and, with the embedded
+server, the devices' account's JetStream too (`MQTT_API`), where the MQTT listener stores QoS 1/2
+publishes in `$MQTT_msgs` before it acknowledges them (see `partitions.py`).
+
+No call here waits for a PONG under a timeout: nats-py's `flush(timeout)` leaves the timed-out
+future in its queue, and the late PONG then kills the connection's read loop
+(`InvalidStateError`) — a frozen server would silently stop the pipeline for good.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,12 +39,30 @@ from nats.js.errors import NotFoundError
 from sensorlake.config import Config
 from sensorlake.errors import StreamError
 from sensorlake.stream.feed import Delivery, PullFeed
-from sensorlake.stream.server import StreamCredentials, stream_credentials
+from sensorlake.stream.partitions import (
+    LEGACY_WRITER_CONSUMER,
+    MQTT_FILTERS,
+    MQTT_STREAM,
+    MQTT_SUBJECT_PREFIX,
+    WRITER_CONSUMER_PREFIX,
+    Account,
+    MqttCutover,
+    Partition,
+)
+from sensorlake.stream.server import (
+    MQTT_API,
+    StreamCredentials,
+    stream_credentials,
+)
 from sensorlake.stream.subjects import BOOKKEEPING_PREFIX
 
 log = logging.getLogger(__name__)
 
-WRITER_CONSUMER = "lake-writer"
+JS_API = "$JS.API"
+ACK_WAIT_S = 24 * 3600.0
+"""A session's deliveries are acked after each commit; redelivery would only bring duplicates."""
+IDLE_CONSUMER_S = 3600.0
+"""A session consumer of a limits stream nobody reads any more disappears after this."""
 
 
 @dataclass(frozen=True)
@@ -46,13 +74,18 @@ class StreamPosition:
 
 
 class StreamClient:
-    """One NATS connection with JetStream; reconnects forever while the server restarts."""
+    """The process's NATS connection with JetStream; it reconnects forever while the server
+    restarts."""
 
     def __init__(self, config: Config, credentials: StreamCredentials | None = None) -> None:
         self._config = config
         self._creds = credentials or stream_credentials(config)
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
+        self._mqtt_js: JetStreamContext | None = None
+        self.reconnects = 0
+        """Grows with every reconnect: pull requests and deliveries in flight may be gone, so
+        readers start over from what the lake holds."""
 
     @property
     def stream_name(self) -> str:
@@ -86,35 +119,54 @@ class StreamClient:
         async def _quiet(exc: Exception) -> None:
             log.debug("nats: %s", exc)
 
+        async def _reconnected() -> None:
+            self.reconnects += 1
+            log.info("reconnected to NATS")
+
+        creds = self._creds
         try:
             self._nc = await nats.connect(
-                self._creds.url,
-                user=self._creds.user or None,
-                password=self._creds.password or None,
+                creds.url,
+                user=creds.user or None,
+                password=creds.password or None,
                 name=name,
                 connect_timeout=connect_s,
                 max_reconnect_attempts=-1 if reconnect else 1,  # 0 would mean "retry forever"
                 reconnect_time_wait=0.25,
                 allow_reconnect=reconnect,
                 error_cb=_quiet,
+                reconnected_cb=_reconnected,
                 pending_size=64 * 1024 * 1024,
             )
         except (NatsError, OSError) as exc:
             raise StreamError(
-                f"cannot connect to NATS at {self._creds.url}: {exc}",
+                f"cannot connect to NATS at {creds.url}: {exc}",
                 hint="is `sensorlake up` running, or stream.url right?",
             ) from exc
         self._js = self._nc.jetstream(timeout=10.0)
+        if self._config.embedded_nats:
+            self._mqtt_js = self._nc.jetstream(prefix=MQTT_API, timeout=10.0)
 
     async def close(self) -> None:
-        """Flush what is buffered (acks above all), then close; never hangs on a dead server."""
-        if self._nc is not None and not self._nc.is_closed:
-            if self._nc.is_connected:
-                with contextlib.suppress(NatsError, TimeoutError):
-                    await self._nc.flush(timeout=2)
-            await self._nc.close()
-        self._nc = None
-        self._js = None
+        """Hand over what is buffered (acks above all), then close; never hangs on a dead or
+        frozen server, and never cancels a PONG future (see the module docstring)."""
+        nc = self._nc
+        if nc is not None and not nc.is_closed:
+            if nc.is_connected:
+                flush = asyncio.ensure_future(nc.flush(timeout=3600))
+                await asyncio.wait([flush], timeout=2)
+            with contextlib.suppress(NatsError, OSError, asyncio.InvalidStateError):
+                await nc.close()
+        self._nc = self._js = self._mqtt_js = None
+
+    def _jetstream(self, account: Account) -> tuple[JetStreamContext, str]:
+        """The JetStream context of an account's streams, and its API prefix."""
+        if account is Account.SERVICE:
+            return self.js, JS_API
+        if self._mqtt_js is None:
+            raise StreamError("the devices' account is not reachable",
+                              hint="the MQTT stream is read only with the embedded nats-server")
+        return self._mqtt_js, MQTT_API
 
     async def ensure_stream(self) -> StreamPosition:
         """Create the stream if it is missing, bring its limits in line with the config."""
@@ -143,6 +195,24 @@ class StreamClient:
             raise StreamError(f"cannot set up stream {cfg.name}: {exc}") from exc
         return StreamPosition(_identity(cfg.name, info.created), info.state.last_seq)
 
+    async def ensure_mqtt_stream(self) -> StreamPosition:
+        """`$MQTT_msgs` as nats-server's MQTT listener creates it, so that a consumer can hold
+        its messages before the first device connects (the listener accepts a stream that
+        exists already)."""
+        js, _ = self._jetstream(Account.MQTT)
+        try:
+            try:
+                info = await js.stream_info(MQTT_STREAM)
+            except NotFoundError:
+                info = await js.add_stream(StreamConfig(
+                    name=MQTT_STREAM, subjects=[f"{MQTT_SUBJECT_PREFIX}.>"],
+                    retention=RetentionPolicy.INTEREST, storage=StorageType.FILE,
+                    num_replicas=1,
+                ))
+        except NatsError as exc:
+            raise StreamError(f"cannot set up the MQTT listener's stream: {exc}") from exc
+        return StreamPosition(_identity(MQTT_STREAM, info.created), info.state.last_seq)
+
     async def position(self) -> StreamPosition:
         try:
             info = await self.js.stream_info(self.stream_name)
@@ -150,28 +220,107 @@ class StreamClient:
             raise StreamError(f"cannot read stream {self.stream_name}: {exc}") from exc
         return StreamPosition(_identity(self.stream_name, info.created), info.state.last_seq)
 
-    async def writer_feed(self, ack_wait: float) -> PullFeed:
-        """The lake writer's durable pull consumer (created or updated), as a fast feed."""
-        config = ConsumerConfig(
-            durable_name=WRITER_CONSUMER,
-            ack_policy=AckPolicy.ALL,
-            ack_wait=ack_wait,
-            max_ack_pending=self._config.stream.max_ack_pending,
-            deliver_policy=DeliverPolicy.ALL,
-            filter_subject=f"{self.subject_prefix}.>",
+    async def partitions(self) -> list[Partition]:
+        """What the pipeline reads, with each stream's live identity and last sequence."""
+        telemetry = await self.position()
+        cutover: int | None = None
+        parts: list[Partition] = []
+        if self._mqtt_js is not None:
+            marker = MqttCutover.read(self._config.data_dir / "nats")
+            if marker is not None:
+                mqtt = await self.ensure_mqtt_stream()
+                cutover = marker.seq if marker.telemetry_identity == telemetry.identity else 0
+                parts.append(Partition(
+                    MQTT_STREAM, mqtt.identity, Account.MQTT, MQTT_FILTERS,
+                    acked=True, subject_prefix=MQTT_SUBJECT_PREFIX, last_seq=mqtt.last_seq,
+                ))
+        parts.insert(0, Partition(
+            self.stream_name, telemetry.identity, Account.SERVICE,
+            (f"{self.subject_prefix}.>",), acked=False, subject_prefix=self.subject_prefix,
+            last_seq=telemetry.last_seq, cutover=cutover,
+        ))
+        return parts
+
+    async def hold_mqtt_stream(self) -> None:
+        """A first consumer on `$MQTT_msgs`, so it keeps every QoS 1 publish from now on until
+        the pipeline's first session takes over (and acknowledges what it commits)."""
+        js, _ = self._jetstream(Account.MQTT)
+        await self._add_consumer(js, MQTT_STREAM, self._consumer_config(
+            f"{WRITER_CONSUMER_PREFIX}hold", MQTT_FILTERS, 1, acked=True))
+
+    def _consumer_config(self, name: str, filters: Sequence[str], start_seq: int, *,
+                         acked: bool) -> ConsumerConfig:
+        single = filters[0] if len(filters) == 1 else None
+        return ConsumerConfig(
+            durable_name=name,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, start_seq),
+            ack_policy=AckPolicy.ALL if acked else AckPolicy.NONE,
+            ack_wait=ACK_WAIT_S if acked else None,
+            max_ack_pending=self._config.stream.max_ack_pending if acked else None,
+            inactive_threshold=None if acked else IDLE_CONSUMER_S,
+            filter_subject=single,
+            filter_subjects=None if single else list(filters),
             max_waiting=64,
         )
+
+    @staticmethod
+    async def _add_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
         try:
-            await self.js.add_consumer(self.stream_name, config)
+            await js.add_consumer(stream, config)
         except NatsError as exc:
-            raise StreamError(f"cannot create the lake writer's consumer: {exc}") from exc
-        feed = PullFeed(self._conn, self.stream_name, WRITER_CONSUMER)
+            raise StreamError(f"cannot create a consumer on {stream}: {exc}") from exc
+
+    async def open_feed(self, partition: Partition, start_seq: int, wake: asyncio.Event
+                        ) -> PullFeed:
+        """A consumer of this session from `start_seq` on, and the feed reading it.
+
+        Every older session consumer of the partition is deleted *after* the new one exists, so
+        on an interest stream no message that is not yet committed is ever without interest.
+        """
+        js, api = self._jetstream(partition.account)
+        name = f"{WRITER_CONSUMER_PREFIX}{uuid.uuid4().hex[:12]}"
+        await self._add_consumer(js, partition.name, self._consumer_config(
+            name, partition.filters, start_seq, acked=partition.acked))
+        try:
+            names = [info.name for info in await js.consumers_info(partition.name)]
+        except NatsError as exc:
+            raise StreamError(f"cannot list the consumers of {partition.name}: {exc}") from exc
+        for old in names:
+            if old != name and (old.startswith(WRITER_CONSUMER_PREFIX)
+                                or old == LEGACY_WRITER_CONSUMER):
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_consumer(partition.name, old)
+        feed = PullFeed(self._conn, api, partition.name, name, wake)
         await feed.start()
         return feed
+
+    async def close_feed(self, partition: Partition, feed: PullFeed) -> None:
+        """Stop reading; the consumer stays, so an interest stream keeps what is uncommitted."""
+        await feed.stop()
+
+    async def ack(self, partition: Partition, reply: str) -> None:
+        """Ack one delivery of an ack-all consumer: everything up to it is acknowledged. Not
+        flushed here (see the module docstring); nats-py's flusher sends it within moments."""
+        await self._conn.publish(reply, b"+ACK")
+
+    async def pending(self, partition: Partition, consumer: str) -> int:
+        """Messages of the partition not yet delivered to this consumer."""
+        js, _ = self._jetstream(partition.account)
+        info = await js.consumer_info(partition.name, consumer)
+        return int(info.num_pending or 0)
 
     async def serve(self, subject: str, handler: Callable[[Msg], Awaitable[None]]) -> None:
         """Answer requests on a subject (status endpoints between sensorlake processes)."""
         await self._conn.subscribe(subject, cb=handler)
+
+    async def answers(self, wait_s: float = 2.0) -> bool:
+        """Whether the server answers a JetStream request now (it is not down or frozen)."""
+        try:
+            await self._conn.request(f"{JS_API}.INFO", b"", timeout=wait_s)
+        except (NatsError, TimeoutError, StreamError):
+            return False
+        return True
 
     async def request(self, subject: str, wait_s: float = 1.0) -> bytes | None:
         """One reply's data, or None when nobody answered in time."""
@@ -182,16 +331,6 @@ class StreamClient:
         except (NatsError, TimeoutError):
             return None
         return bytes(reply.data)
-
-    async def ack_through(self, reply: str) -> None:
-        """Ack one delivery of an ack-all consumer: everything up to it is acknowledged."""
-        await self._conn.publish(reply, b"+ACK")
-        await self._conn.flush(timeout=5)
-
-    async def consumer_pending(self, consumer: str = WRITER_CONSUMER) -> int:
-        """Messages the consumer has not yet been delivered plus those delivered but unacked."""
-        info = await self.js.consumer_info(self.stream_name, consumer)
-        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def publish_many(
         self,
@@ -222,27 +361,46 @@ class StreamClient:
             ) from exc
         return [ack.seq for ack in acks]
 
-    async def read_after(self, after_seq: int, *, max_bytes: int) -> tuple[list[Delivery], bool]:
-        """Messages after `after_seq` up to what the stream holds now (for fresh queries), and
-        whether `max_bytes` of payload cut that short (a backlog the writer has not caught up)."""
-        position = await self.position()
-        if position.last_seq <= after_seq:
-            return [], False
-        info = await self.js.add_consumer(
-            self.stream_name,
+    async def read_after(
+        self, partitions: Sequence[Partition], after: Mapping[str, int], *, max_bytes: int
+    ) -> tuple[list[tuple[Partition, list[Delivery]]], bool]:
+        """Per partition, messages after `after[name]` up to what it holds now (for fresh
+        queries), and whether `max_bytes` of payload cut that short (a backlog the writer has
+        not caught up)."""
+        out: list[tuple[Partition, list[Delivery]]] = []
+        budget = max_bytes
+        truncated = False
+        for partition in partitions:
+            start = after.get(partition.name, 0)
+            if partition.last_seq <= start or truncated:
+                truncated = truncated or partition.last_seq > start
+                continue
+            deliveries, size, cut = await self._read_partition(partition, start, budget)
+            budget -= size
+            truncated = truncated or cut
+            out.append((partition, deliveries))
+        return out, truncated
+
+    async def _read_partition(self, partition: Partition, after_seq: int, max_bytes: int
+                              ) -> tuple[list[Delivery], int, bool]:
+        js, api = self._jetstream(partition.account)
+        single = partition.filters[0] if len(partition.filters) == 1 else None
+        info = await js.add_consumer(
+            partition.name,
             ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                 opt_start_seq=after_seq + 1,
                 ack_policy=AckPolicy.NONE,
                 inactive_threshold=5.0,
                 mem_storage=True,
-                filter_subject=f"{self.subject_prefix}.>",
+                filter_subject=single,
+                filter_subjects=None if single else list(partition.filters),
             ),
         )
-        # Readings at the time of asking; the stream's last message may be bookkeeping that the
-        # filter skips, so waiting for its sequence would only wait for the fetch to expire.
+        # Readings at the time of asking; the stream's last message may be one the filter skips,
+        # so waiting for its sequence would only wait for the fetch to expire.
         wanted = int(info.num_pending or 0)
-        feed = PullFeed(self._conn, self.stream_name, info.name)
+        feed = PullFeed(self._conn, api, partition.name, info.name)
         await feed.start()
         out: list[Delivery] = []
         size = 0
@@ -256,15 +414,18 @@ class StreamClient:
                     if size >= max_bytes:
                         truncated = True
                         break
-                    out.append(delivery)
-                    size += len(delivery.data)
-                if out and out[-1].seq >= position.last_seq:
+                    if partition.wanted(delivery):
+                        out.append(delivery)
+                        size += len(delivery.data)
+                    else:
+                        wanted -= 1
+                if batch[-1].seq >= partition.last_seq:
                     break
         finally:
             await feed.stop()
             with contextlib.suppress(NatsError):
-                await self.js.delete_consumer(self.stream_name, info.name)
-        return out, truncated
+                await js.delete_consumer(partition.name, info.name)
+        return out, size, truncated
 
 
 def _identity(name: str, created: datetime | None) -> str:

@@ -1,10 +1,15 @@
-"""A fast pull feed from a durable JetStream consumer.
+"""A fast pull feed from a JetStream consumer, that notices when a delivery went missing.
 
 nats-py's `PullSubscription.fetch` awaits a queue per message and tops out near 24,000 messages/s
 on this class of machine — below what one MQTT reading per message needs. Here the pull request is
 sent by hand and replies land in a plain subscription callback that only appends to a list, which
 runs about five times faster. The pull semantics stay: the server only sends what was asked for
-(`batch` messages, `max_bytes` bytes), so memory stays bounded by what the writer requests.
+(`batch` messages, `max_bytes` bytes), so memory stays bounded by what the reader requests.
+
+Every delivery carries its consumer sequence, which grows by one per message sent to this
+consumer. A jump means a message was sent and never arrived (a connection dropped mid-batch): the
+feed then raises `FeedGap`, and the reader starts over from what it has committed instead of
+carrying on past a hole.
 """
 
 from __future__ import annotations
@@ -19,33 +24,59 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from sensorlake.errors import StreamError
+
 log = logging.getLogger(__name__)
+
+MQTT_QOS_HEADER = "Nmqtt-Pub"
+"""nats-server marks every message an MQTT client published with its QoS (`0`, `1`, `2`)."""
+NOT_MQTT = -1
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One stream message as the writer needs it: no per-message metadata objects."""
+    """One stream message as the pipeline needs it: no per-message metadata objects."""
 
     seq: int
     timestamp_ns: int
     subject: str
     data: bytes
     reply: str
+    qos: int = NOT_MQTT
+    """The MQTT QoS it was published with, or NOT_MQTT (HTTP ingest, other NATS clients)."""
 
 
-def parse_ack_subject(reply: str) -> tuple[int, int]:
-    """(stream sequence, timestamp ns) from `$JS.ACK.…`, in both of its token layouts."""
+class FeedGap(StreamError):
+    """A delivery of the consumer never arrived; what follows it must not be committed."""
+
+
+def parse_ack_subject(reply: str) -> tuple[int, int, int]:
+    """(stream sequence, consumer sequence, timestamp ns) from `$JS.ACK.…`, in both layouts."""
     tokens = reply.split(".")
     if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-        return int(tokens[5]), int(tokens[7])
+        return int(tokens[5]), int(tokens[6]), int(tokens[7])
     # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>…
-    return int(tokens[7]), int(tokens[9])
+    return int(tokens[7]), int(tokens[8]), int(tokens[9])
+
+
+def _qos(msg: Msg) -> int:
+    headers = msg.headers
+    if not headers:
+        return NOT_MQTT
+    value = headers.get(MQTT_QOS_HEADER)
+    return int(value) if value is not None and value.isdigit() else NOT_MQTT
 
 
 class PullFeed:
-    def __init__(self, nc: NATS, stream: str, consumer: str) -> None:
+    """Deliveries of one consumer. Several feeds may share one `wake` event, so a reader can wait
+    for whichever of its feeds has something first."""
+
+    def __init__(self, nc: NATS, api_prefix: str, stream: str, consumer: str,
+                 wake: asyncio.Event | None = None) -> None:
         self._nc = nc
-        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.stream = stream
+        self.consumer = consumer
+        self._api = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
         self._request = 0
@@ -53,7 +84,8 @@ class PullFeed:
         self._open_left = 0
         self._open_deadline = 0.0
         self._received: list[Msg] = []
-        self._wake = asyncio.Event()
+        self.wake = wake or asyncio.Event()
+        self._last_cseq = 0
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(
@@ -63,47 +95,75 @@ class PullFeed:
 
     async def stop(self) -> None:
         if self._sub is not None:
-            await self._sub.unsubscribe()
+            with contextlib.suppress(Exception):  # the connection may already be gone
+                await self._sub.unsubscribe()
             self._sub = None
 
     async def _on_msg(self, msg: Msg) -> None:
         self._received.append(msg)
-        self._wake.set()
+        self.wake.set()
 
-    async def fetch(self, batch: int, max_bytes: int, expires: float) -> list[Delivery]:
-        """What has arrived, as soon as anything has (or [] after `expires`).
+    @property
+    def has_data(self) -> bool:
+        return bool(self._received)
 
-        One pull request for up to `batch` messages / `max_bytes` stays open across calls, so a
-        lone reading is handed over at once while a burst still arrives in large batches; a new
-        request is sent only when the previous one is complete. That single open request is
-        what bounds how much can pile up while the writer is busy committing.
+    async def request(self, batch: int, max_bytes: int, expires: float) -> None:
+        """Keep one pull request for up to `batch` messages / `max_bytes` open.
+
+        A lone reading is then handed over at once while a burst still arrives in large batches;
+        a new request is sent only when the previous one is complete. That single open request is
+        what bounds how much can pile up while the reader is busy committing.
         """
+        if self._open is not None:
+            return
         loop = asyncio.get_running_loop()
-        if self._open is None:
-            self._request += 1
-            self._open = f"{self._inbox}.{self._request}"
-            self._open_left = batch
-            # Past its expiry plus a grace period, a request was lost (e.g. a server restart).
-            self._open_deadline = loop.time() + expires + 2.0
-            request = {"batch": batch, "max_bytes": max_bytes, "expires": int(expires * 1e9)}
-            await self._nc.publish(self._api, orjson.dumps(request), reply=self._open)
-        if not self._received:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), expires)
+        self._request += 1
+        self._open = f"{self._inbox}.{self._request}"
+        self._open_left = batch
+        # Past its expiry plus a grace period, a request was lost (e.g. a server restart).
+        self._open_deadline = loop.time() + expires + 2.0
+        body = {"batch": batch, "max_bytes": max_bytes, "expires": int(expires * 1e9)}
+        await self._nc.publish(self._api, orjson.dumps(body), reply=self._open)
+
+    def drain(self) -> list[Delivery]:
+        """What has arrived since the last call, in order; FeedGap if a delivery is missing."""
         received, self._received = self._received, []
         out: list[Delivery] = []
         for msg in received:
-            if msg.headers and msg.headers.get("Status"):
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status:
                 # 404/408 expired, 409 batch completed or max bytes. Statuses come on the
                 # request's own inbox; one of an earlier request is stale.
+                if status == "503" or "deleted" in headers.get("Description", "").lower():
+                    raise StreamError(  # nobody serves the consumer any more
+                        f"{self.stream}: consumer {self.consumer} is gone ({status})",
+                        hint="the reader starts over from the position the lake has committed",
+                    )
                 if msg.subject == self._open:
                     self._open = None
                 continue
-            # Data keeps its stream subject; duplicates are dropped by sequence downstream.
-            seq, ts = parse_ack_subject(msg.reply)
-            out.append(Delivery(seq, ts, msg.subject, msg.data, msg.reply))
+            seq, cseq, ts = parse_ack_subject(msg.reply)
+            if cseq != self._last_cseq + 1:  # feeds always read a consumer of their own, from 1
+                raise FeedGap(
+                    f"{self.stream}: delivery {self._last_cseq + 1} of consumer "
+                    f"{self.consumer} never arrived (got {cseq})",
+                    hint="the reader starts over from the position the lake has committed",
+                )
+            self._last_cseq = cseq
+            out.append(Delivery(seq, ts, msg.subject, msg.data, msg.reply, _qos(msg)))
         self._open_left -= len(out)
-        if self._open is not None and (self._open_left <= 0 or loop.time() > self._open_deadline):
+        if self._open is not None and (
+            self._open_left <= 0 or asyncio.get_running_loop().time() > self._open_deadline
+        ):
             self._open = None
         return out
+
+    async def fetch(self, batch: int, max_bytes: int, expires: float) -> list[Delivery]:
+        """What has arrived, as soon as anything has (or [] after `expires`)."""
+        await self.request(batch, max_bytes, expires)
+        if not self._received:
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), expires)
+        return self.drain()

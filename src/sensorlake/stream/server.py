@@ -1,4 +1,4 @@
-"""The embedded nats-server: its configuration, and a supervisor that keeps it running.
+"""The embedded nats-server: its binary, users and configuration.
 
 Two accounts keep device traffic apart from sensorlake's own: MQTT clients live in DEVICES, and
 everything they publish is imported into the SL account under the subject prefix. That lets the
@@ -8,32 +8,33 @@ inside one account because it would swallow its own API.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import os
 import secrets
 import shutil
-import signal
 import sys
 import sysconfig
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sensorlake.config import Config
 from sensorlake.devices.ca import device_subject
 from sensorlake.devices.registry import Device, Registry
-from sensorlake.devices.tls import ensure_server_certificate, server_certificate_paths
+from sensorlake.devices.tls import server_certificate_paths
 from sensorlake.errors import ServerStartError
 from sensorlake.stream.subjects import subject_for_filter
-from sensorlake.supervise import ChildSupervisor, spawn
 
 log = logging.getLogger(__name__)
 
 SERVICE_USER = "sensorlake"
 DEVICE_USER = "device"
+MQTT_API = "$JS.mqtt.API"
+"""The devices' account's JetStream API as sensorlake's account sees it (a service import): how
+the pipeline reads `$MQTT_msgs`, where the MQTT listener stores QoS 1/2 publishes before it
+acknowledges them. Its deliveries and acks travel as service replies, so they never pass through
+the stream export a capture of any topic uses (which would copy them into the stream)."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -75,17 +76,28 @@ def _secrets_file(config: Config) -> Path:
     return config.data_dir / "secrets.json"
 
 
+_SECRET_NAMES = ("service", "device")
+
+
 def load_or_create_secrets(config: Config) -> dict[str, str]:
-    """Passwords of the embedded server's users, generated once and kept private to this user."""
+    """Passwords of the embedded server's users, generated once and kept private to this user
+    (a data dir of an earlier version gains the ones it lacks)."""
     path = _secrets_file(config)
+    data: dict[str, str] = {}
     if path.exists():
-        data: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
-        return data
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if all(name in data for name in _SECRET_NAMES):
+            return data
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    data = {"service": secrets.token_urlsafe(24), "device": secrets.token_urlsafe(24)}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    for name in _SECRET_NAMES:
+        data.setdefault(name, secrets.token_urlsafe(24))
+    tmp = path.with_suffix(".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh)
+    tmp.replace(path)
     return data
 
 
@@ -144,10 +156,13 @@ def _mqtt_block(config: Config, tls: bool) -> str:
 }}"""
 
 
-def render_nats_config(config: Config, devices: list[Device] | None = None) -> str:
+def render_nats_config(
+    config: Config, devices: list[Device] | None = None, *, mqtt: bool = True
+) -> str:
     """nats-server configuration for the embedded server, derived entirely from `config` and
     the device registry (`devices`, read from it when not given): plain anonymous MQTT until
-    the first device is registered, client certificates after."""
+    the first device is registered, client certificates after. Without `mqtt`, no listener for
+    devices at all (while sensorlake sets up the MQTT stream it must hold from the start)."""
     if devices is None:
         devices = Registry(config.data_dir).devices()
     passwords = load_or_create_secrets(config)
@@ -166,6 +181,10 @@ def render_nats_config(config: Config, devices: list[Device] | None = None) -> s
     )
     users = [f"{{user: {q(DEVICE_USER)}, password: {q(passwords['device'])}{permissions}}}",
              *_device_users(config, devices)]
+    # sensorlake's user speaks NATS only, so no MQTT client can log in as it.
+    nats_only = 'allowed_connection_types: ["STANDARD"]'
+    mqtt_api = (f'{{service: {{account: DEVICES, subject: "$JS.API.>"}}, to: "{MQTT_API}.>"}}, '
+                '{service: {account: DEVICES, subject: "$JS.ACK.$MQTT_msgs.>"}}')
     user_lines = ",\n      ".join(users)
     return f"""# Written by sensorlake from sensorlake.toml and the device registry; edits are lost.
 server_name: sensorlake
@@ -184,18 +203,19 @@ jetstream {{
 accounts {{
   SL {{
     jetstream: enabled
-    users: [{{user: {q(SERVICE_USER)}, password: {q(passwords["service"])}}}]
-    imports: [{imports}]
+    users: [{{user: {q(SERVICE_USER)}, password: {q(passwords["service"])}, {nats_only}}}]
+    imports: [{imports}, {mqtt_api}]
   }}
   DEVICES {{
     jetstream: enabled
     users: [
       {user_lines}
     ]
-    exports: [{{stream: ">"}}]
+    exports: [{{stream: ">"}}, {{service: "$JS.API.>", response: stream}},
+              {{service: "$JS.ACK.$MQTT_msgs.>"}}]
   }}
 }}
-{_mqtt_block(config, bool(devices))}
+{_mqtt_block(config, bool(devices)) if mqtt else ""}
 """
 
 
@@ -210,128 +230,3 @@ def device_subjects(topics: list[str]) -> list[str]:
         if subject.endswith(".>"):
             subjects.append(subject[:-2])
     return list(dict.fromkeys(subjects))
-
-
-def _stop_stale_server(pid_file: Path) -> None:
-    """A nats-server left from a previous run on this data dir (e.g. after a power cut)."""
-    try:
-        pid = int(pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return
-    if b"nats-server" not in cmdline:
-        return
-    log.warning("stopping nats-server pid %s left over from a previous run", pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    for _ in range(100):
-        if not Path(f"/proc/{pid}").exists():
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-async def _port_open(host: str, port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection(host, port)
-    except OSError:
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
-class NatsSupervisor(ChildSupervisor):
-    """Runs nats-server as a child and restarts it with capped, jittered backoff if it dies."""
-
-    name = "nats-server"
-
-    def __init__(self, config: Config, *, start_timeout: float = 15.0) -> None:
-        super().__init__()
-        self._config = config
-        self._binary = find_nats_server(config.stream.nats_server)
-        self._conf_path = config.data_dir / "nats.conf"
-        self._start_timeout = start_timeout
-        self._rendered = ""
-        self._tls = False
-        """Whether the configuration written last has MQTT over TLS (devices are registered)."""
-
-    async def start(self) -> None:
-        self._config.data_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        _stop_stale_server(self._config.data_dir / "nats.pid")
-        await self._spawn()
-
-    def _write_config(self) -> bool:
-        """Render the configuration; True when it differs from what the server runs with."""
-        devices = Registry(self._config.data_dir).devices()
-        rendered = render_nats_config(self._config, devices)
-        if self._rendered == rendered:
-            return False
-        self._rendered = rendered
-        self._tls = bool(devices)
-        if self._tls:
-            ensure_server_certificate(self._config)  # before nats-server reads the paths
-        self._conf_path.write_text(rendered, encoding="utf-8")
-        os.chmod(self._conf_path, 0o600)
-        return True
-
-    async def follow_registry(self, interval: float = 1.0) -> None:
-        """Apply device registry changes (made by the CLI while `up` runs) to the running server:
-        a reload keeps every other device connected; a revoked device is disconnected."""
-        while not self._stopping:
-            await asyncio.sleep(interval)
-            tls_before = self._tls
-            try:
-                changed = await asyncio.to_thread(self._write_config)
-            except Exception as exc:  # a broken registry must not take the server down
-                log.error("cannot apply the device registry: %s", exc)
-                continue
-            proc = self._proc
-            if not changed or proc is None or proc.returncode is not None:
-                continue
-            if self._tls != tls_before:
-                # Plain → TLS (first device registered): a new listener needs a restart.
-                log.warning("MQTT switches to TLS on port %s; restarting nats-server",
-                            self._config.server.mqtts_port)
-                proc.send_signal(signal.SIGTERM)
-            else:
-                log.info("device registry changed; reloading nats-server")
-                proc.send_signal(signal.SIGHUP)
-
-    async def _spawn(self) -> None:
-        host = self._config.server.host
-        mqtt_port, mqtt_key = ((self._config.server.mqtts_port, "server.mqtts_port") if self._tls
-                               else (self._config.server.mqtt_port, "server.mqtt_port"))
-        for port, what in ((self._config.stream.port, "stream.port"), (mqtt_port, mqtt_key)):
-            if await _port_open("127.0.0.1" if what == "stream.port" else host, port):
-                raise ServerStartError(
-                    f"port {port} ({what}) is already in use",
-                    hint=f"stop what listens there or choose another port with {what}",
-                )
-        self._proc = await spawn(
-            [str(self._binary), "-c", str(self._conf_path)], capture_stderr=True
-        )
-        deadline = asyncio.get_running_loop().time() + self._start_timeout
-        while asyncio.get_running_loop().time() < deadline:
-            if self._proc.returncode is not None:
-                err = b""
-                if self._proc.stderr:
-                    err = await self._proc.stderr.read()
-                raise ServerStartError(
-                    f"nats-server exited with code {self._proc.returncode}: "
-                    f"{err.decode(errors='replace').strip()[-500:]}",
-                    hint=f"see {self._config.data_dir / 'nats.log'}",
-                )
-            if await _port_open("127.0.0.1", self._config.stream.port) and await _port_open(
-                host, mqtt_port
-            ):
-                log.info("nats-server pid %s ready", self._proc.pid)
-                return
-            await asyncio.sleep(0.05)
-        raise ServerStartError(
-            f"nats-server did not become ready within {self._start_timeout:.0f} s",
-            hint=f"see {self._config.data_dir / 'nats.log'}",
-        )

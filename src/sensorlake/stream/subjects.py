@@ -32,12 +32,16 @@ def topic_for_subject(prefix: str, subject: str) -> str:
     return "/".join(token.replace("//", ".") for token in body.split("."))
 
 
+_INTERNAL = ("$", "_INBOX.", "_R_.")
+
+
 def is_device_subject(prefix: str, subject: str) -> bool:
-    """False for the MQTT listener's bookkeeping ($MQTT, $JS, _INBOX) that the import carries."""
+    """False for what a capture of any topic imports besides readings: the MQTT listener's
+    bookkeeping ($MQTT), JetStream's API and advisories ($JS), and replies (_INBOX, and _R_ for
+    the service replies by which sensorlake reads the listener's stream)."""
     if not subject.startswith(prefix + "."):
         return False
-    first = subject[len(prefix) + 1 :]
-    return not (first.startswith("$") or first.startswith("_INBOX."))
+    return not subject[len(prefix) + 1 :].startswith(_INTERNAL)
 
 
 BOOKKEEPING_PREFIX = "_mqtt_bookkeeping"

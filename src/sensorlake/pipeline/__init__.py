@@ -1,0 +1,1 @@
+"""The worker loop and the output contract: stream → every output, exactly once."""

@@ -1,0 +1,119 @@
+"""The pipeline worker as a process of its own (`sensorlake worker`).
+
+`sensorlake up` runs it as a supervised child so that decoding and Parquet writing get a core of
+their own instead of sharing one interpreter with the HTTP API. It answers status requests
+(readiness, positions, health and its metrics) over NATS, which is how the API's /healthz and
+/metrics see it, and how `up` tells a worker that makes no progress from a busy one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+import orjson
+from nats.aio.msg import Msg
+
+from sensorlake.config import Config
+from sensorlake.devices.policy import load_policy
+from sensorlake.faults import Faults
+from sensorlake.ingest.identity import IdentityRules
+from sensorlake.lake.catalog import open_catalog
+from sensorlake.lake.fields import FieldLimits
+from sensorlake.lake.outputs import dead_letter_output, telemetry_output
+from sensorlake.lake.records import Decoder
+from sensorlake.metrics import WriterMetrics
+from sensorlake.pipeline.worker import Worker
+from sensorlake.stream.connection import StreamClient
+from sensorlake.stream.subjects import WRITER_STATUS_SUBJECT
+
+log = logging.getLogger(__name__)
+
+POLICY_REFRESH_S = 2.0
+"""How soon a device registered, revoked or made a gateway counts for identity checks."""
+STOP_GRACE_S = 15.0
+"""Asked to stop, the worker commits what it holds and exits; past this it exits regardless
+(with NATS or the catalog gone it could wait forever). Nothing is lost: what is not committed
+is still in the stream, and the next worker resumes from the lake's position."""
+
+
+async def writer_status(client: StreamClient, wait_s: float = 1.0) -> dict[str, Any] | None:
+    """What the worker reports about itself (readiness, committed positions, health, metrics),
+    or None when no worker answers in time."""
+    reply = await client.request(WRITER_STATUS_SUBJECT, wait_s=wait_s)
+    if reply is None:
+        return None
+    status: dict[str, Any] = orjson.loads(reply)
+    return status
+
+
+def build_worker(config: Config, client: StreamClient, metrics: WriterMetrics,
+                 fault_points: Faults) -> Worker:
+    catalog = open_catalog(config)
+    namespace = config.lake.namespace
+    telemetry = telemetry_output(catalog, namespace, fault_points)
+    dead = dead_letter_output(catalog, namespace, fault_points)
+    identity = IdentityRules(config.ingest.device_id_from)
+    limits = FieldLimits.from_config(config)
+
+    def decoder() -> Decoder:
+        return Decoder(identity, telemetry.table.schema().as_arrow(), limits, load_policy(config))
+
+    # dead_letter first: a crash between the two (the between-outputs fault point) leaves
+    # telemetry behind, which the next session catches up from the lake's positions.
+    return Worker(config, client, [dead, telemetry], dead, decoder, metrics, fault_points)
+
+
+async def run_worker(config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def give_up() -> None:
+        log.error("the worker could not finish within %.0f s of being asked to stop; exiting",
+                  STOP_GRACE_S)
+        os._exit(1)
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            loop.call_later(STOP_GRACE_S, give_up)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    client = StreamClient(config)
+    await client.connect(name="sensorlake-writer")
+    try:
+        metrics = WriterMetrics()
+        worker = await asyncio.to_thread(build_worker, config, client, metrics,
+                                         Faults.from_env(config.data_dir))
+
+        async def status(msg: Msg) -> None:
+            await msg.respond(orjson.dumps({**worker.status(),
+                                            "metrics": metrics.render().decode()}))
+
+        async def follow_registry() -> None:
+            while True:
+                await asyncio.sleep(POLICY_REFRESH_S)
+                try:
+                    policy = await asyncio.to_thread(load_policy, config)
+                except Exception as exc:  # a registry being written: try again shortly
+                    log.debug("cannot read the device registry: %s", exc)
+                    continue
+                if worker.decoder is not None:
+                    worker.decoder.policy = policy
+
+        await client.serve(WRITER_STATUS_SUBJECT, status)
+        refresh = asyncio.create_task(follow_registry(), name="follow the device registry")
+        try:
+            await worker.run(stop)
+        finally:
+            refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresh
+        log.info("worker stopped after committing what it held")
+    finally:
+        await client.close()
