@@ -162,6 +162,10 @@ class LakeConfig(_Section):
     """Readings that trigger a commit before flush_interval."""
     flush_bytes: int = Field(64 * MiB, ge=1024)
     """Buffered payload bytes that trigger a commit before flush_interval."""
+    stall_timeout: float = Field(60.0, ge=3, le=3600)
+    """Seconds a worker may hold uncommitted readings without a commit, while the lake itself
+    is fine, before `up` restarts it; one that does not answer `up` for a third of this, while
+    NATS does, is restarted too (counted in sensorlake_worker_restarts_total)."""
     max_columns: int = Field(1000, ge=10, le=100_000)
     """Most columns (nested fields included) a table may grow to; readings that would add more
     are dead-lettered with the reason."""

@@ -35,6 +35,13 @@ class StreamError(SensorlakeError):
     status = 503
 
 
+class StorageFull(StreamError):
+    """The stream cannot store more data: its disk is full. The message says which disk and
+    how full; nothing that was acknowledged before is lost."""
+
+    status = 507
+
+
 class ServerStartError(SensorlakeError):
     """The embedded nats-server could not be started."""
 

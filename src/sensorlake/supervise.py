@@ -47,6 +47,10 @@ class ChildSupervisor:
         self._stopping = False
         self.restarts = 0
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     async def _spawn(self) -> None:
         """Start the child, set self._proc, return once it is ready (or raise)."""
         raise NotImplementedError

@@ -178,3 +178,12 @@ def test_decoded_rows_carry_their_message() -> None:
         {"stream": "TELEMETRY", "seq": 1}, {"stream": "TELEMETRY", "seq": 2},
         {"stream": "TELEMETRY", "seq": 2}]
     assert batch.readings.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+
+
+def test_an_authenticated_reading_naming_no_device_is_its_publishers() -> None:
+    policy = DevicePolicy((_pattern("site/dev-{device}/+"),), frozenset(), enforced=True)
+    decoder = Decoder(IdentityRules("none"), TELEMETRY_SCHEMA.as_arrow(), policy=policy)
+    batch = decoder.decode([(MQTT, [
+        delivery(1, {"v": 1}, subject="$MQTT.msgs.site.dev-7.t", qos=1)])])
+    assert batch.readings["device_id"].to_pylist() == ["7"]
+    assert batch.dead.num_rows == 0

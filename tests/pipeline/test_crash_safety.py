@@ -154,7 +154,7 @@ def _worker_pid(lake: Sensorlake) -> int | None:
     assert lake.proc is not None
     for child in _children(lake.proc.pid):
         with contextlib.suppress(OSError):
-            if b"worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"worker" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
                 return child
     return None
 

@@ -231,7 +231,7 @@ def test_a_stalled_writer_caps_the_fresh_tail_and_says_so(fresh: Sensorlake) -> 
     assert fresh.proc is not None
     children = Path(f"/proc/{fresh.proc.pid}/task/{fresh.proc.pid}/children").read_text().split()
     worker = next(int(p) for p in children
-                  if b"worker" in Path(f"/proc/{p}/cmdline").read_bytes())
+                  if b"worker" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0"))
     os.kill(worker, signal.SIGSTOP)  # the writer hangs: nothing more is committed
     try:
         for n in range(10):

@@ -34,6 +34,7 @@ from sensorlake.errors import (
     QueryError,
     SensorlakeError,
     SimulateError,
+    StorageFull,
     StreamError,
 )
 from sensorlake.ingest.body import pack_messages, parse_body, screen, too_deep
@@ -43,12 +44,16 @@ from sensorlake.pipeline.service import writer_status
 from sensorlake.query.engine import QueryEngine
 from sensorlake.query.fresh import tail_from_stream
 from sensorlake.stream.connection import StreamClient
+from sensorlake.stream.storage import StorageWatch
 from sensorlake.stream.subjects import subject_for_topic
 from sensorlake.topics import topic_matches
 
 log = logging.getLogger(__name__)
 
 _KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+STORAGE_HINT = ("free space on that disk: ingest resumes by itself once there is room (what "
+                "was acknowledged before is kept); readings leave the stream after "
+                "stream.max_age_hours")
 
 
 @dataclass
@@ -61,6 +66,8 @@ class ApiContext:
     restarts: Any = None
     """Callable returning {child: restarts} of what `up` supervises (None when nothing is)."""
     simulations: Simulations | None = None
+    storage: StorageWatch | None = None
+    """Watched by `up` (the embedded server's disk); None elsewhere."""
 
 
 
@@ -142,7 +149,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             # Idempotency-Key.
             owner = f"{api_key.id}:" if api_key is not None else ""
             msg_ids = [f"{owner}{key}:{i}" for i in range(len(messages))] if key else None
-            await ctx.client.publish_many(subject, messages, msg_ids=msg_ids)
+            await publish(subject, messages, msg_ids)
         ctx.metrics.ingested.inc(len(accepted))
         ctx.metrics.rejected.inc(len(rejected))
         result = {
@@ -150,6 +157,19 @@ def create_app(ctx: ApiContext) -> Starlette:
             "rejected": [{"index": r.index, "error": r.error} for r in rejected],
         }
         return JSONResponse(result, status_code=200 if accepted else 400)
+
+    async def publish(subject: str, messages: list[bytes], msg_ids: list[str] | None) -> None:
+        """Into the stream, or at once a StorageFull that says why the stream cannot take it."""
+        storage = ctx.storage
+        if storage is not None and storage.problem is not None:
+            raise StorageFull(storage.problem, hint=STORAGE_HINT)
+        try:
+            await ctx.client.publish_many(subject, messages, msg_ids=msg_ids)
+        except StreamError as exc:
+            reason = storage.note_failure() if storage is not None else None
+            if reason is not None:
+                raise StorageFull(reason, hint=STORAGE_HINT) from exc
+            raise
 
     async def query(request: Request) -> Response:
         try:
@@ -210,6 +230,9 @@ def create_app(ctx: ApiContext) -> Starlette:
         status = await writer_status(ctx.client) if stream_ok else None
         writer_ok = bool(status and status.get("ready"))
         problems: list[dict[str, Any]] = []
+        storage = ctx.storage
+        if storage is not None and storage.problem is not None and storage.since is not None:
+            problems.append({"problem": storage.problem, "since": _iso(storage.since)})
         degraded = status.get("degraded") if status else None
         if degraded:
             problems.append({"problem": degraded["reason"], "since": _iso(degraded["since"])})

@@ -1,4 +1,4 @@
-"""`sensorlake devices …`: register, list, show, revoke and rotate devices."""
+"""`sensorlake devices …`: register, list, show, revoke and rotate devices, and make gateways."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from sensorlake.devices.ca import IssuedCertificate, write_private
 from sensorlake.devices.registry import Device, Registry
 from sensorlake.errors import DeviceError
 
-app = typer.Typer(help="Devices: register them (certificate + bundle), list, revoke, rotate.",
+app = typer.Typer(help="Devices: register them (certificate + bundle), list, revoke, rotate, make "
+                       "gateways.",
                   no_args_is_help=True)
 out = Console(soft_wrap=True)
 
@@ -71,6 +72,9 @@ def register(
                                                    "registered (repeatable).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write bundles here instead of "
                                                  "<data-dir>/bundles.")] = None,
+    gateway: Annotated[bool, typer.Option(
+        "--gateway", help="Register them as gateways: their readings may name other "
+        "devices.")] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -95,12 +99,13 @@ def register(
     registry = Registry(cfg.data_dir)
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("issuing certificates", total=len(wanted))
-        issued = registry.register(list(wanted), attributes)
+        issued = registry.register(list(wanted), attributes, gateway=gateway)
         progress.update(task, completed=len(wanted) // 2, description="writing bundles")
         folders = _write_bundles(cfg, issued, out_dir)
         progress.update(task, completed=len(wanted))
     for (device, _), folder in zip(issued, folders, strict=True):
-        out.print(f"registered [bold]{device.name}[/]  bundle: {folder}")
+        role = " (gateway)" if device.gateway else ""
+        out.print(f"registered [bold]{device.name}[/]{role}  bundle: {folder}")
     if len(issued) == 1:
         out.print(f"  try: sh {folders[0] / 'publish.sh'}")
     out.print(f"[dim]MQTT now needs TLS with a client certificate on port "
@@ -124,7 +129,7 @@ def list_(config: ConfigOpt = None, data_dir: DataDirOpt = None,
 @app.command()
 def show(name: Annotated[str, typer.Argument(help="Device name.")], config: ConfigOpt = None,
          data_dir: DataDirOpt = None, fmt: FormatOpt = Format.table) -> None:
-    """One device: status, attributes, certificate, topics it may use."""
+    """One device: status, whether it is a gateway, attributes, certificate, topics it may use."""
     from sensorlake.devices.bundle import bundle_dir
 
     cfg = load(config, data_dir)
@@ -132,6 +137,7 @@ def show(name: Annotated[str, typer.Argument(help="Device name.")], config: Conf
     emit_doc({
         "name": device.name,
         "status": device.status,
+        "gateway": device.gateway,
         "attributes": device.attributes,
         "certificate_serial": device.cert_serial,
         "certificate_expires": device.cert_not_after,
@@ -164,6 +170,35 @@ def rotate(
     device, cert = Registry(cfg.data_dir).rotate(name)
     folder = _write_bundles(cfg, [(device, cert)], out_dir)[0]
     out.print(f"rotated {name}; new bundle: {folder} (copy it to the device)")
+
+
+@app.command()
+def gateway(
+    name: Annotated[str, typer.Argument(help="Device name.")],
+    off: Annotated[bool, typer.Option("--off", help="Make it a plain device again: it may then "
+                                      "write only as itself.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Let a device write readings for other devices (it relays for them), or stop it.
+
+    A device that is not a gateway may name only itself in a reading; one naming another device
+    goes to dead_letter. A running `up` applies the change within a few seconds.
+    """
+    cfg = load(config, data_dir)
+    registry = Registry(cfg.data_dir)
+    was = [d.gateway for d in registry.devices(name)]
+    device = registry.set_gateway(name, not off)
+    if was == [device.gateway]:
+        out.print(f"{name} {'is' if device.gateway else 'is not'} a gateway already")
+        return
+    within = "a running `up` applies this within a few seconds"
+    if device.gateway:
+        out.print(f"{name} is now a gateway: its readings may name other devices; {within}")
+    else:
+        out.print(f"{name} is no longer a gateway: it may write only as itself; {within}")
+    if not device.active:
+        out.print(f"[dim]{name} is revoked; `sensorlake devices rotate {name}` reinstates it[/]")
 
 
 @app.command()

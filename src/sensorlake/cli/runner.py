@@ -38,6 +38,7 @@ from sensorlake.query.engine import QueryEngine
 from sensorlake.simulate.run import Plan
 from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.server import mqtt_uses_tls
+from sensorlake.stream.storage import StorageWatch
 from sensorlake.stream.supervisor import NatsSupervisor
 from sensorlake.supervise import ChildSupervisor, spawn
 
@@ -84,13 +85,13 @@ class WorkerSupervisor(ChildSupervisor):
             self._argv += ["--config", str(config_path)]
         self._client = client
         self._start_timeout = start_timeout
-        self.unresponsive_s = 20.0
+        self.unresponsive_s = config.lake.stall_timeout / 3
         """No status answer for this long, while NATS answers `up`: the worker is restarted."""
-        self.stall_s = max(60.0, 6 * config.lake.flush_interval)
+        self.stall_s = max(config.lake.stall_timeout, 6 * config.lake.flush_interval)
         """Uncommitted readings and no commit for this long (the lake itself being fine): the
         worker is restarted."""
 
-    async def watch(self, metrics: ApiMetrics, interval: float = 2.0) -> None:
+    async def watch(self, metrics: ApiMetrics, interval: float = 1.0) -> None:
         """Restart a worker that is alive but makes no progress; counted by reason."""
         silent_since: float | None = None
         loop = asyncio.get_running_loop()
@@ -178,6 +179,7 @@ async def run_up(
             engine=QueryEngine(config, catalog),
             metrics=ApiMetrics(),
             restarts=lambda: {child.name: child.restarts for child in supervised},
+            storage=StorageWatch(config) if nats is not None else None,
         )
         tls = https_files(config)
         server = _Server(
@@ -199,6 +201,8 @@ async def run_up(
             gate: asyncio.Task[None] | None = None
             if nats is not None:
                 tasks.create_task(nats.follow_registry(), name="follow the device registry")
+                assert ctx.storage is not None
+                tasks.create_task(watch_storage(ctx.storage, nats), name="watch the disk")
                 gate = tasks.create_task(TokenGate(config).run(), name="token MQTT")
             _write_run_file(config)
             if demo:
@@ -223,6 +227,18 @@ async def run_up(
             (config.data_dir / RUN_FILE).unlink()
         await stop_in_order()
         http_sock.close()
+
+
+async def watch_storage(storage: StorageWatch, nats: NatsSupervisor,
+                        interval: float = 1.0) -> None:
+    """Keep `storage` current; once a full disk has room again, restart nats-server, whose
+    stream stays in its write-error state until it restarts."""
+    while not nats.stopping:
+        await asyncio.sleep(interval)
+        if await asyncio.to_thread(storage.update) and not nats.stopping:
+            log.warning("the disk has room again; restarting nats-server so its stream "
+                        "takes writes again")
+            nats.restart()
 
 
 def https_files(config: Config) -> tuple[str, str] | None:

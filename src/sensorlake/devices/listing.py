@@ -15,7 +15,11 @@ from sensorlake.devices.registry import Registry
 from sensorlake.errors import SensorlakeError
 from sensorlake.query.engine import QueryEngine
 
-COLUMNS = ["name", "status", "attributes", "last_seen", "readings", "certificate_expires"]
+COLUMNS = ["name", "status", "attributes", "last_seen", "readings", "certificate_expires",
+           "gateway"]
+"""`gateway` comes last so that scripts reading columns by position keep working. It is None
+for an unregistered device: nothing checks whom such a device writes as, so the question has no
+answer."""
 
 _LAST_SEEN = (
     "SELECT device_id, max(received_at) AS last_seen, count(*) AS readings FROM telemetry "
@@ -35,7 +39,7 @@ def device_rows(
     for device in Registry(config.data_dir).devices():
         last, count = seen.pop(device.name, (None, 0))
         rows.append([device.name, device.status, device.attributes, last, count,
-                     device.cert_not_after])
+                     device.cert_not_after, device.gateway])
     for name, (last, count) in sorted(seen.items()):
-        rows.append([name, "unregistered", {}, last, count, None])
+        rows.append([name, "unregistered", {}, last, count, None, None])
     return rows

@@ -189,6 +189,24 @@ class Registry:
             )
         return self.get(name), cert
 
+    def set_gateway(self, name: str, on: bool) -> Device:
+        """Make a device a gateway, which may write readings for other devices, or a plain
+        device again. Setting what is already set changes nothing, so scripts may repeat it."""
+        found = self.devices(check_name(name))
+        if not found:
+            raise DeviceError(
+                f"no device named {name!r}",
+                hint=f"`sensorlake devices register {name} --gateway` registers it as a "
+                "gateway; `sensorlake devices list` shows the devices there are",
+            )
+        device = found[0]
+        if device.gateway == on:
+            return device
+        with self._db() as db:
+            db.execute("UPDATE devices SET gateway = ?, updated_at = ? WHERE name = ?",
+                       (int(on), _now(), name))
+        return self.get(name)
+
     def issue_token(self, name: str) -> tuple[str, IssuedCertificate]:
         """A new username + token credential for a device that cannot hold a certificate;
         replaces any earlier token. Returns the token (shown once) and the certificate the

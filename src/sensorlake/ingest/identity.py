@@ -77,13 +77,21 @@ class IdentityRules:
             int(device_id_from.split(":", 1)[1]) if device_id_from.startswith("topic:") else None
         )
 
-    def device_id(self, payload: dict[str, Any], topic: str) -> str | None:
+    @staticmethod
+    def named_device(payload: dict[str, Any]) -> str | None:
+        """The device the payload itself names, if any."""
         for key in DEVICE_KEYS:
             value = payload.get(key)
             if isinstance(value, str) and value:
                 return value
             if isinstance(value, int) and not isinstance(value, bool):
                 return str(value)
+        return None
+
+    def device_id(self, payload: dict[str, Any], topic: str) -> str | None:
+        named = self.named_device(payload)
+        if named is not None:
+            return named
         if self.topic_level is None:
             return None
         levels = topic.split("/")

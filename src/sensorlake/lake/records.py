@@ -343,8 +343,12 @@ class Decoder:
         """`raw` is the message's bytes when the reading is the whole message, None for an
         item of an array message."""
         original: bytes | dict[str, Any] = raw if raw is not None else payload
-        device_id = self._identity.device_id(payload, topic)
-        if publisher is not None and device_id != publisher:
+        if publisher is None:
+            device_id = self._identity.device_id(payload, topic)
+        else:
+            # An authenticated device: its readings are its own unless it is a gateway.
+            named = self._identity.named_device(payload)
+            device_id = publisher if named is None else named
             refusal = self.policy.refusal(publisher, device_id)
             if refusal is not None:
                 batch.dead.add(topic, publisher, stream, seq, received_us, refusal,

@@ -99,7 +99,7 @@ class Worker:
 
     def status(self) -> dict[str, Any]:
         failing = [(h.since or 0.0, h.reason) for h in self._committer.health.values() if h.reason]
-        busy = self._window.messages > 0 or self._commit_task is not None
+        busy = self._window.messages > 0 or self._committing
         return {
             "ready": self.ready.is_set(),
             "committed": {name: dict(p.seqs) for name, p in self._committed.items()},
@@ -169,7 +169,7 @@ class Worker:
 
     def _take(self, parts: list[tuple[Partition, list[Delivery]]]) -> None:
         if not any(deliveries for _, deliveries in parts):
-            if self._window.messages == 0 and self._commit_task is None:
+            if self._window.messages == 0 and not self._committing:
                 self._progress_at = time.monotonic()  # idle and caught up
             return
         assert self.decoder is not None
@@ -191,14 +191,16 @@ class Worker:
         self._metrics.received.inc(len(batch))
         self._metrics.buffered.set(window.rows)
 
+    @property
+    def _committing(self) -> bool:
+        return self._commit_task is not None and not self._commit_task.done()
+
     def _full(self) -> bool:
         lake = self._config.lake
         return self._window.rows >= lake.flush_rows or self._window.nbytes >= lake.flush_bytes
 
     def _due(self) -> bool:
-        if self._window.messages == 0:
-            return False
-        if self._commit_task is not None and not self._commit_task.done():
+        if self._window.messages == 0 or self._committing:
             return False
         age = time.monotonic() - self._window.started
         return self._full() or age >= self._config.lake.flush_interval
@@ -206,7 +208,7 @@ class Worker:
     # -- commits -----------------------------------------------------------------------------
 
     def _start_commit(self, *, force: bool) -> None:
-        if self._commit_task is not None and not self._commit_task.done():
+        if self._committing:
             return
         if self._commit_task is not None:
             self._commit_task.result()  # a failed commit ends the session (raised here)

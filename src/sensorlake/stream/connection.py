@@ -354,9 +354,14 @@ class StreamClient:
                 for payload, msg_id in zip(payloads, ids, strict=True)
             ]
             acks = await asyncio.wait_for(asyncio.gather(*futures), ack_s)
-        except (NatsError, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise StreamError(
-                f"the stream did not acknowledge the data: {exc or type(exc).__name__}",
+                f"the stream did not acknowledge the data within {ack_s:.0f} s",
+                hint="retry; nothing that was not acknowledged is stored twice if you resend it",
+            ) from exc
+        except NatsError as exc:
+            raise StreamError(
+                f"the stream did not acknowledge the data: {str(exc) or type(exc).__name__}",
                 hint="retry; nothing that was not acknowledged is stored twice if you resend it",
             ) from exc
         return [ack.seq for ack in acks]

@@ -199,6 +199,9 @@ jetstream {{
   # nats-server's default (10,000 messages) drops acknowledged QoS 1 readings in a burst.
   max_buffered_msgs: 1000000000
   max_buffered_size: {config.stream.ingest_buffer}
+  # nats-server's own default is 75% of the space free when it starts, fixed until it
+  # restarts: a start on a nearly full disk would cap the stream for good. The disk decides.
+  max_file_store: {_disk_size(store)}
 }}
 accounts {{
   SL {{
@@ -217,6 +220,13 @@ accounts {{
 }}
 {_mqtt_block(config, bool(devices)) if mqtt else ""}
 """
+
+
+def _disk_size(path: Path) -> int:
+    """Bytes of the file system that holds `path` (or the nearest folder of it that exists)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).total
 
 
 def device_subjects(topics: list[str]) -> list[str]:

@@ -103,6 +103,12 @@ class NatsSupervisor(ChildSupervisor):
             await client.close()
             await self._stop_child()
 
+    def restart(self) -> None:
+        """Stop the server gracefully; `supervise` starts it again."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+
     async def _stop_child(self) -> None:
         proc = self._proc
         if proc is not None and proc.returncode is None:
