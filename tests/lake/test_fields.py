@@ -13,8 +13,9 @@ from sensorlake.ingest.identity import IdentityRules
 from sensorlake.lake.fields import FieldLimits, count_fields
 from sensorlake.lake.records import DecodedBatch, Decoder
 from sensorlake.lake.tables import TELEMETRY_SCHEMA
+from sensorlake.stream.feed import Drained
 from sensorlake.stream.partitions import MQTT_STREAM, Account, Partition
-from tests.lake.test_records import PARTITION, delivery
+from tests.lake.test_records import PARTITION, delivery, drained
 
 MQTT = Partition(MQTT_STREAM, f"{MQTT_STREAM}@t0", Account.MQTT, ("$MQTT.msgs.>",), acked=True,
                  subject_prefix="$MQTT.msgs")
@@ -23,7 +24,8 @@ MQTT = Partition(MQTT_STREAM, f"{MQTT_STREAM}@t0", Account.MQTT, ("$MQTT.msgs.>"
 def run(*payloads: Any, limits: FieldLimits | None = None, decoder: Decoder | None = None
         ) -> DecodedBatch:
     decoder = decoder or Decoder(IdentityRules(), TELEMETRY_SCHEMA.as_arrow(), limits)
-    return decoder.decode([(PARTITION, [delivery(i, p) for i, p in enumerate(payloads, 1)])])
+    return decoder.decode([(PARTITION, drained(*(delivery(i, p)
+                                                 for i, p in enumerate(payloads, 1))))])
 
 
 def reasons(batch: DecodedBatch) -> list[str]:
@@ -118,22 +120,19 @@ def test_an_infinite_epoch_is_a_dead_letter() -> None:
 
 def test_through_covers_messages_without_readings() -> None:
     decoder = Decoder(IdentityRules(), TELEMETRY_SCHEMA.as_arrow())
-    cutover = Partition(PARTITION.name, PARTITION.identity, PARTITION.account, PARTITION.filters,
-                        acked=False, subject_prefix="dev", cutover=1)
-    batch = decoder.decode([(cutover, [
-        delivery(1, {"v": 1}, qos=1),  # before the cutover: its copy here is the one kept
-        delivery(2, {"v": 2}, qos=1),  # after: read from $MQTT_msgs instead
+    batch = decoder.decode([(PARTITION, Drained([
+        delivery(1, {"v": 1}, qos=1),
         delivery(3, {"v": 3}, qos=0),
         delivery(4, {"v": 4}, subject="_mqtt_bookkeeping.$MQTT.msgs.x"),
-    ])])
+    ], 5, 5))])  # seq 2 and 5 were copies the feed skipped
     assert batch.readings["v"].to_pylist() == [1.0, 3.0]
-    assert dict(batch.through.seqs) == {"TELEMETRY": 4}
+    assert dict(batch.through.seqs) == {"TELEMETRY": 5}
 
 
 def test_mqtt_stream_subjects_give_the_topic() -> None:
     decoder = Decoder(IdentityRules(), TELEMETRY_SCHEMA.as_arrow())
-    batch = decoder.decode([(MQTT, [delivery(9, {"v": 1}, subject="$MQTT.msgs.farm.gh-01.t",
-                                             qos=1)])])
+    batch = decoder.decode([(MQTT, drained(delivery(9, {"v": 1}, subject="$MQTT.msgs.farm.gh-01.t",
+                                                    qos=1)))])
     row = batch.readings.to_pylist()[0]
     assert (row["topic"], row["device_id"], row["stream"], row["seq"]) == (
         "farm/gh-01/t", "gh-01", MQTT_STREAM, 9)
@@ -142,14 +141,14 @@ def test_mqtt_stream_subjects_give_the_topic() -> None:
 def test_an_authenticated_device_writes_only_as_itself_unless_a_gateway() -> None:
     policy = DevicePolicy((_pattern("+/{device}/#"),), frozenset({"gw-1"}), enforced=True)
     decoder = Decoder(IdentityRules(), TELEMETRY_SCHEMA.as_arrow(), policy=policy)
-    batch = decoder.decode([(MQTT, [
+    batch = decoder.decode([(MQTT, drained(
         delivery(1, {"device_id": "gh-02", "v": 1}, subject="$MQTT.msgs.farm.gh-01.t", qos=1),
         delivery(2, {"v": 2}, subject="$MQTT.msgs.farm.gh-01.t", qos=1),
         delivery(3, [{"device_id": "s-7", "v": 3}] * 10, subject="$MQTT.msgs.farm.gw-1.t",
                  qos=1),
         delivery(4, [{"device_id": "s-7", "v": 4}] * 10, subject="$MQTT.msgs.farm.gh-01.t",
                  qos=1),
-    ])])
+    ))])
     assert batch.readings["device_id"].to_pylist() == ["gh-01"] + ["s-7"] * 10
     got = reasons(batch)
     assert len(got) == 11
@@ -161,7 +160,7 @@ def test_an_authenticated_device_writes_only_as_itself_unless_a_gateway() -> Non
 def test_http_readings_may_name_any_device() -> None:
     policy = DevicePolicy((_pattern("+/{device}/#"),), frozenset(), enforced=True)
     decoder = Decoder(IdentityRules(), TELEMETRY_SCHEMA.as_arrow(), policy=policy)
-    batch = decoder.decode([(PARTITION, [delivery(1, {"device_id": "gh-02", "v": 1})])])
+    batch = decoder.decode([(PARTITION, drained(delivery(1, {"device_id": "gh-02", "v": 1})))])
     assert batch.readings["device_id"].to_pylist() == ["gh-02"]
 
 
@@ -183,7 +182,7 @@ def test_decoded_rows_carry_their_message() -> None:
 def test_an_authenticated_reading_naming_no_device_is_its_publishers() -> None:
     policy = DevicePolicy((_pattern("site/dev-{device}/+"),), frozenset(), enforced=True)
     decoder = Decoder(IdentityRules("none"), TELEMETRY_SCHEMA.as_arrow(), policy=policy)
-    batch = decoder.decode([(MQTT, [
-        delivery(1, {"v": 1}, subject="$MQTT.msgs.site.dev-7.t", qos=1)])])
+    batch = decoder.decode([(MQTT, drained(
+        delivery(1, {"v": 1}, subject="$MQTT.msgs.site.dev-7.t", qos=1)))])
     assert batch.readings["device_id"].to_pylist() == ["7"]
     assert batch.dead.num_rows == 0

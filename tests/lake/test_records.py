@@ -9,7 +9,7 @@ import pytest
 from sensorlake.ingest.identity import IdentityRules
 from sensorlake.lake.records import Batch, Decoder, batch_to_arrow, evolve_schema
 from sensorlake.lake.tables import TELEMETRY_SCHEMA
-from sensorlake.stream.feed import Delivery
+from sensorlake.stream.feed import Delivery, Drained
 from sensorlake.stream.partitions import Account, Partition
 
 NOW_US = 1_790_000_000_000_000
@@ -21,6 +21,12 @@ def delivery(seq: int, payload: object, subject: str = "dev.farm.gh-01.telemetry
              qos: int = -1) -> Delivery:
     data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     return Delivery(seq, NOW_US * 1000, subject, data, f"$JS.ACK.T.c.1.{seq}.{seq}.0.0", qos)
+
+
+def drained(*deliveries: Delivery) -> Drained:
+    """As the feed hands them over (copies past a cutover are the feed's to skip)."""
+    return Drained(list(deliveries), max((d.seq for d in deliveries), default=0),
+                   len(deliveries))
 
 
 def decode(*payloads: object) -> Batch:

@@ -33,7 +33,7 @@ from sensorlake.lake.tables import (
 from sensorlake.metrics import WriterMetrics
 from sensorlake.pipeline.commit import Committer, dead_rows
 from sensorlake.stream.partitions import Position
-from tests.lake.test_records import PARTITION, delivery
+from tests.lake.test_records import PARTITION, delivery, drained
 
 
 @pytest.fixture
@@ -50,7 +50,8 @@ def outputs(catalog: Catalog) -> tuple[TableOutput, DeadLetterOutput]:
 
 def decode(*payloads: Any, first: int = 1) -> DecodedBatch:
     decoder = Decoder(IdentityRules(), TELEMETRY_SCHEMA.as_arrow())
-    return decoder.decode([(PARTITION, [delivery(first + i, p) for i, p in enumerate(payloads)])])
+    return decoder.decode([(PARTITION, drained(*(delivery(first + i, p)
+                                                 for i, p in enumerate(payloads))))])
 
 
 def values(table: TableOutput, column: str = "v") -> list[Any]:

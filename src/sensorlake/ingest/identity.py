@@ -13,6 +13,8 @@ from typing import Any
 
 DEVICE_KEYS = ("device_id", "deviceId", "device", "thing")
 TIME_KEYS = ("ts", "timestamp", "time")
+_DEVICE_KEY_SET = frozenset(DEVICE_KEYS)
+_TIME_KEY_SET = frozenset(TIME_KEYS)
 
 MIN_US = 0  # 1970-01-01
 MAX_US = 7_258_118_400_000_000  # 2200-01-01
@@ -80,6 +82,8 @@ class IdentityRules:
     @staticmethod
     def named_device(payload: dict[str, Any]) -> str | None:
         """The device the payload itself names, if any."""
+        if _DEVICE_KEY_SET.isdisjoint(payload):  # most readings: one C-level check
+            return None
         for key in DEVICE_KEYS:
             value = payload.get(key)
             if isinstance(value, str) and value:
@@ -100,6 +104,8 @@ class IdentityRules:
     @staticmethod
     def event_time_us(payload: dict[str, Any], arrival_us: int) -> int:
         """`ts` must be readable; the looser aliases fall back to arrival time when they are not."""
+        if _TIME_KEY_SET.isdisjoint(payload):
+            return arrival_us
         value = payload.get("ts")
         if value is not None:
             return parse_time_us(value)

@@ -41,7 +41,7 @@ from sensorlake.lake.fields import (
 )
 from sensorlake.lake.schema import build_column, infer_type, merge_types
 from sensorlake.lake.tables import BASE_COLUMNS, DEAD_LETTER_ARROW, RESERVED, STREAM_FIELD
-from sensorlake.stream.feed import NOT_MQTT, Delivery
+from sensorlake.stream.feed import NOT_MQTT, Delivery, Drained
 from sensorlake.stream.partitions import Partition, Position
 from sensorlake.stream.subjects import is_device_subject, topic_for_subject
 
@@ -216,22 +216,20 @@ class Decoder:
             self._topics[subject] = topic
         return topic
 
-    def decode(self, parts: Iterable[tuple[Partition, Sequence[Delivery]]]) -> DecodedBatch:
+    def decode(self, parts: Iterable[tuple[Partition, Drained]]) -> DecodedBatch:
         batch = Batch()
         through: dict[str, int] = {}
         identities: dict[str, str] = {}
-        for partition, deliveries in parts:
-            if not deliveries:
+        for partition, drained in parts:
+            if not drained.delivered:
                 continue
             identities[partition.name] = partition.identity
-            through[partition.name] = max(through.get(partition.name, 0), deliveries[-1].seq)
-            for delivery in deliveries:
-                if not partition.wanted(delivery):
-                    continue
-                topic = self._topic(partition.subject_prefix, delivery.subject)
-                if topic is None:
-                    continue
-                self._add(batch, partition.name, delivery, topic)
+            through[partition.name] = max(through.get(partition.name, 0), drained.last_seq)
+            prefix = partition.subject_prefix
+            for delivery in drained.deliveries:
+                topic = self._topic(prefix, delivery.subject)
+                if topic is not None:
+                    self._add(batch, partition.name, delivery, topic)
         self._normalize(batch)
         table, conflicts = batch_to_arrow(batch, self._evolve(batch))
         for row, reason in conflicts:
@@ -243,7 +241,7 @@ class Decoder:
     def add(self, batch: Batch, partition: Partition, delivery: Delivery) -> None:
         """Decode one message into `batch` (for tests and tools that build batches by hand)."""
         topic = self._topic(partition.subject_prefix, delivery.subject)
-        if topic is not None and partition.wanted(delivery):
+        if topic is not None:
             self._add(batch, partition.name, delivery, topic)
 
     def _add(self, batch: Batch, stream: str, delivery: Delivery, topic: str) -> None:

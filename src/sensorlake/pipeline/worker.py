@@ -34,7 +34,7 @@ from sensorlake.metrics import WriterMetrics
 from sensorlake.pipeline.commit import Committer, is_transient
 from sensorlake.pipeline.output import Output, RejectSink
 from sensorlake.stream.connection import StreamClient
-from sensorlake.stream.feed import Delivery, PullFeed
+from sensorlake.stream.feed import Drained, PullFeed
 from sensorlake.stream.partitions import Partition, Position
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 FETCH_BATCH = 10_000
 FETCH_TIMEOUT = 0.2
 """How long the loop waits for a delivery before it looks at its commits again."""
+COALESCE = 1000
+COALESCE_S = 0.01
+"""Under load, deliveries trickle in a few at a time; waiting this long for more when fewer than
+COALESCE are there makes batches of hundreds (decoding a batch has a fixed cost), while a lone
+reading is still decoded within milliseconds."""
 PULL_EXPIRES = 30.0
 """How long a pull request stays open. An expiry answers with a status message, which, for the
 devices' account, a capture of any topic stores in the stream: idle pulls stay rare."""
@@ -158,6 +163,8 @@ class Worker:
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), FETCH_TIMEOUT)
+            if 0 < sum(feed.waiting for feed in self._feeds.values()) < COALESCE:
+                await asyncio.sleep(COALESCE_S)  # a few more: decoding costs less per batch
             self._take([(p, self._feeds[p.name].drain()) for p in self._partitions])
         self._start_commit(force=True)
         await self._wait_commit()
@@ -167,8 +174,9 @@ class Worker:
     def _load_positions(self) -> dict[str, Position]:
         return {output.name: output.load_position() for output in self._outputs}
 
-    def _take(self, parts: list[tuple[Partition, list[Delivery]]]) -> None:
-        if not any(deliveries for _, deliveries in parts):
+    def _take(self, parts: list[tuple[Partition, Drained]]) -> None:
+        delivered = sum(drained.delivered for _, drained in parts)
+        if not delivered:
             if self._window.messages == 0 and not self._committing:
                 self._progress_at = time.monotonic()  # idle and caught up
             return
@@ -177,13 +185,13 @@ class Worker:
         window = self._window
         if window.messages == 0:
             window.started = time.monotonic()
-        window.messages += sum(len(d) for _, d in parts)
+        window.messages += delivered
         window.rows += len(batch) + batch.dead.num_rows
         window.nbytes += batch.nbytes
         window.through = window.through.merged(batch.through)
-        for partition, deliveries in parts:
-            if partition.acked and deliveries:
-                last = deliveries[-1]
+        for partition, drained in parts:
+            if partition.acked and drained.deliveries:
+                last = drained.deliveries[-1]  # every delivery of $MQTT_msgs is kept
                 window.acks = window.acks or {}
                 window.acks[partition.name] = (last.seq, last.reply)
         for output in self._outputs:

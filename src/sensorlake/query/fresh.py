@@ -92,7 +92,7 @@ async def tail_from_stream(client: StreamClient, config: Config, engine: QueryEn
     except (SensorlakeError, NatsError, TimeoutError) as exc:
         log.warning("could not read the stream tail: %s", exc)
         return NO_TAIL
-    if not any(deliveries for _, deliveries in parts):
+    if not any(drained.deliveries for _, drained in parts):
         return Tail(None, truncated)
     decoder = Decoder(IdentityRules(config.ingest.device_id_from), table.schema().as_arrow(),
                       FieldLimits.from_config(config), await asyncio.to_thread(load_policy, config))

@@ -38,7 +38,7 @@ from nats.js.errors import NotFoundError
 
 from sensorlake.config import Config
 from sensorlake.errors import StreamError
-from sensorlake.stream.feed import Delivery, PullFeed
+from sensorlake.stream.feed import Delivery, Drained, PullFeed
 from sensorlake.stream.partitions import (
     LEGACY_WRITER_CONSUMER,
     MQTT_FILTERS,
@@ -52,6 +52,7 @@ from sensorlake.stream.partitions import (
 from sensorlake.stream.server import (
     MQTT_API,
     StreamCredentials,
+    mqtt_credentials,
     stream_credentials,
 )
 from sensorlake.stream.subjects import BOOKKEEPING_PREFIX
@@ -82,6 +83,9 @@ class StreamClient:
         self._creds = credentials or stream_credentials(config)
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
+        self._mqtt_creds = mqtt_credentials(config)
+        self._mqtt_nc: NATS | None = None
+        """With named topic roots: a connection in the devices' account (see MQTT_API)."""
         self._mqtt_js: JetStreamContext | None = None
         self.reconnects = 0
         """Grows with every reconnect: pull requests and deliveries in flight may be gone, so
@@ -116,6 +120,17 @@ class StreamClient:
     ) -> None:
         """With `reconnect` (long-running workers) the client also retries the first connect
         forever; one-shot commands pass False and fail fast instead."""
+        self._nc = await self._open(self._creds, name, connect_s, reconnect)
+        self._js = self._nc.jetstream(timeout=10.0)
+        if self._mqtt_creds is not None:
+            self._mqtt_nc = await self._open(self._mqtt_creds, f"{name}-mqtt", connect_s,
+                                             reconnect)
+            self._mqtt_js = self._mqtt_nc.jetstream(timeout=10.0)
+        elif self._config.embedded_nats:
+            self._mqtt_js = self._nc.jetstream(prefix=MQTT_API, timeout=10.0)
+
+    async def _open(self, creds: StreamCredentials, name: str, connect_s: float,
+                    reconnect: bool) -> NATS:
         async def _quiet(exc: Exception) -> None:
             log.debug("nats: %s", exc)
 
@@ -123,9 +138,8 @@ class StreamClient:
             self.reconnects += 1
             log.info("reconnected to NATS")
 
-        creds = self._creds
         try:
-            self._nc = await nats.connect(
+            return await nats.connect(
                 creds.url,
                 user=creds.user or None,
                 password=creds.password or None,
@@ -143,30 +157,31 @@ class StreamClient:
                 f"cannot connect to NATS at {creds.url}: {exc}",
                 hint="is `sensorlake up` running, or stream.url right?",
             ) from exc
-        self._js = self._nc.jetstream(timeout=10.0)
-        if self._config.embedded_nats:
-            self._mqtt_js = self._nc.jetstream(prefix=MQTT_API, timeout=10.0)
 
     async def close(self) -> None:
         """Hand over what is buffered (acks above all), then close; never hangs on a dead or
         frozen server, and never cancels a PONG future (see the module docstring)."""
-        nc = self._nc
-        if nc is not None and not nc.is_closed:
+        for nc in (self._mqtt_nc, self._nc):
+            if nc is None or nc.is_closed:
+                continue
             if nc.is_connected:
                 flush = asyncio.ensure_future(nc.flush(timeout=3600))
                 await asyncio.wait([flush], timeout=2)
             with contextlib.suppress(NatsError, OSError, asyncio.InvalidStateError):
                 await nc.close()
-        self._nc = self._js = self._mqtt_js = None
+        self._nc = self._js = self._mqtt_nc = self._mqtt_js = None
 
-    def _jetstream(self, account: Account) -> tuple[JetStreamContext, str]:
-        """The JetStream context of an account's streams, and its API prefix."""
+    def _jetstream(self, account: Account) -> tuple[JetStreamContext, str, NATS]:
+        """The JetStream context of an account's streams, its API prefix, and the connection
+        its deliveries and acks travel on."""
         if account is Account.SERVICE:
-            return self.js, JS_API
+            return self.js, JS_API, self._conn
         if self._mqtt_js is None:
             raise StreamError("the devices' account is not reachable",
                               hint="the MQTT stream is read only with the embedded nats-server")
-        return self._mqtt_js, MQTT_API
+        if self._mqtt_nc is not None:
+            return self._mqtt_js, JS_API, self._mqtt_nc
+        return self._mqtt_js, MQTT_API, self._conn
 
     async def ensure_stream(self) -> StreamPosition:
         """Create the stream if it is missing, bring its limits in line with the config."""
@@ -199,7 +214,7 @@ class StreamClient:
         """`$MQTT_msgs` as nats-server's MQTT listener creates it, so that a consumer can hold
         its messages before the first device connects (the listener accepts a stream that
         exists already)."""
-        js, _ = self._jetstream(Account.MQTT)
+        js, _, _ = self._jetstream(Account.MQTT)
         try:
             try:
                 info = await js.stream_info(MQTT_STREAM)
@@ -222,29 +237,28 @@ class StreamClient:
 
     async def partitions(self) -> list[Partition]:
         """What the pipeline reads, with each stream's live identity and last sequence."""
-        telemetry = await self.position()
-        cutover: int | None = None
-        parts: list[Partition] = []
-        if self._mqtt_js is not None:
-            marker = MqttCutover.read(self._config.data_dir / "nats")
-            if marker is not None:
-                mqtt = await self.ensure_mqtt_stream()
-                cutover = marker.seq if marker.telemetry_identity == telemetry.identity else 0
-                parts.append(Partition(
-                    MQTT_STREAM, mqtt.identity, Account.MQTT, MQTT_FILTERS,
-                    acked=True, subject_prefix=MQTT_SUBJECT_PREFIX, last_seq=mqtt.last_seq,
-                ))
-        parts.insert(0, Partition(
+        marker = MqttCutover.read(self._config.data_dir / "nats") if self._mqtt_js else None
+        if marker is None:
+            return [self._telemetry_partition(await self.position(), None)]
+        telemetry, mqtt = await asyncio.gather(self.position(), self.ensure_mqtt_stream())
+        cutover = marker.seq if marker.telemetry_identity == telemetry.identity else 0
+        return [
+            self._telemetry_partition(telemetry, cutover),
+            Partition(MQTT_STREAM, mqtt.identity, Account.MQTT, MQTT_FILTERS, acked=True,
+                      subject_prefix=MQTT_SUBJECT_PREFIX, last_seq=mqtt.last_seq),
+        ]
+
+    def _telemetry_partition(self, telemetry: StreamPosition, cutover: int | None) -> Partition:
+        return Partition(
             self.stream_name, telemetry.identity, Account.SERVICE,
             (f"{self.subject_prefix}.>",), acked=False, subject_prefix=self.subject_prefix,
             last_seq=telemetry.last_seq, cutover=cutover,
-        ))
-        return parts
+        )
 
     async def hold_mqtt_stream(self) -> None:
         """A first consumer on `$MQTT_msgs`, so it keeps every QoS 1 publish from now on until
         the pipeline's first session takes over (and acknowledges what it commits)."""
-        js, _ = self._jetstream(Account.MQTT)
+        js, _, _ = self._jetstream(Account.MQTT)
         await self._add_consumer(js, MQTT_STREAM, self._consumer_config(
             f"{WRITER_CONSUMER_PREFIX}hold", MQTT_FILTERS, 1, acked=True))
 
@@ -278,7 +292,7 @@ class StreamClient:
         Every older session consumer of the partition is deleted *after* the new one exists, so
         on an interest stream no message that is not yet committed is ever without interest.
         """
-        js, api = self._jetstream(partition.account)
+        js, api, nc = self._jetstream(partition.account)
         name = f"{WRITER_CONSUMER_PREFIX}{uuid.uuid4().hex[:12]}"
         await self._add_consumer(js, partition.name, self._consumer_config(
             name, partition.filters, start_seq, acked=partition.acked))
@@ -291,7 +305,7 @@ class StreamClient:
                                 or old == LEGACY_WRITER_CONSUMER):
                 with contextlib.suppress(NotFoundError):
                     await js.delete_consumer(partition.name, old)
-        feed = PullFeed(self._conn, api, partition.name, name, wake)
+        feed = PullFeed(nc, api, partition.name, name, wake, cutover=partition.cutover)
         await feed.start()
         return feed
 
@@ -302,11 +316,12 @@ class StreamClient:
     async def ack(self, partition: Partition, reply: str) -> None:
         """Ack one delivery of an ack-all consumer: everything up to it is acknowledged. Not
         flushed here (see the module docstring); nats-py's flusher sends it within moments."""
-        await self._conn.publish(reply, b"+ACK")
+        _, _, nc = self._jetstream(partition.account)
+        await nc.publish(reply, b"+ACK")
 
     async def pending(self, partition: Partition, consumer: str) -> int:
         """Messages of the partition not yet delivered to this consumer."""
-        js, _ = self._jetstream(partition.account)
+        js, _, _ = self._jetstream(partition.account)
         info = await js.consumer_info(partition.name, consumer)
         return int(info.num_pending or 0)
 
@@ -368,27 +383,19 @@ class StreamClient:
 
     async def read_after(
         self, partitions: Sequence[Partition], after: Mapping[str, int], *, max_bytes: int
-    ) -> tuple[list[tuple[Partition, list[Delivery]]], bool]:
+    ) -> tuple[list[tuple[Partition, Drained]], bool]:
         """Per partition, messages after `after[name]` up to what it holds now (for fresh
-        queries), and whether `max_bytes` of payload cut that short (a backlog the writer has
-        not caught up)."""
-        out: list[tuple[Partition, list[Delivery]]] = []
-        budget = max_bytes
-        truncated = False
-        for partition in partitions:
-            start = after.get(partition.name, 0)
-            if partition.last_seq <= start or truncated:
-                truncated = truncated or partition.last_seq > start
-                continue
-            deliveries, size, cut = await self._read_partition(partition, start, budget)
-            budget -= size
-            truncated = truncated or cut
-            out.append((partition, deliveries))
-        return out, truncated
+        queries; the partitions are read at once), and whether `max_bytes` of payload (per
+        partition) cut that short: a backlog the worker has not caught up."""
+        todo = [p for p in partitions if p.last_seq > after.get(p.name, 0)]
+        reads = await asyncio.gather(*(
+            self._read_partition(p, after.get(p.name, 0), max_bytes) for p in todo))
+        out = [(p, drained) for p, (drained, _, _) in zip(todo, reads, strict=True)]
+        return out, any(cut for _, _, cut in reads)
 
     async def _read_partition(self, partition: Partition, after_seq: int, max_bytes: int
-                              ) -> tuple[list[Delivery], int, bool]:
-        js, api = self._jetstream(partition.account)
+                              ) -> tuple[Drained, int, bool]:
+        js, api, nc = self._jetstream(partition.account)
         single = partition.filters[0] if len(partition.filters) == 1 else None
         info = await js.add_consumer(
             partition.name,
@@ -405,32 +412,35 @@ class StreamClient:
         # Readings at the time of asking; the stream's last message may be one the filter skips,
         # so waiting for its sequence would only wait for the fetch to expire.
         wanted = int(info.num_pending or 0)
-        feed = PullFeed(self._conn, api, partition.name, info.name)
+        feed = PullFeed(nc, api, partition.name, info.name, cutover=partition.cutover)
         await feed.start()
         out: list[Delivery] = []
+        last_seq = count = 0
         size = 0
         truncated = False
         try:
-            while not truncated and len(out) < wanted:
-                batch = await feed.fetch(10_000, 16 * 1024 * 1024, 0.25)
-                if not batch:
+            while not truncated and count < wanted:
+                drained = await feed.fetch(10_000, 16 * 1024 * 1024, 0.25)
+                if not drained.delivered:
                     break
-                for delivery in batch:
+                for delivery in drained.deliveries:
                     if size >= max_bytes:
                         truncated = True
                         break
-                    if partition.wanted(delivery):
+                    if partition.carries_readings(delivery):
                         out.append(delivery)
                         size += len(delivery.data)
-                    else:
-                        wanted -= 1
-                if batch[-1].seq >= partition.last_seq:
+                    last_seq = delivery.seq
+                if not truncated:
+                    last_seq = drained.last_seq
+                count += drained.delivered
+                if drained.last_seq >= partition.last_seq:
                     break
         finally:
             await feed.stop()
             with contextlib.suppress(NatsError):
                 await js.delete_consumer(partition.name, info.name)
-        return out, size, truncated
+        return Drained(out, last_seq, count), size, truncated
 
 
 def _identity(name: str, created: datetime | None) -> str:

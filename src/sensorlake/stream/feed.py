@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 from nats.aio.client import Client as NATS
@@ -33,9 +33,8 @@ MQTT_QOS_HEADER = "Nmqtt-Pub"
 NOT_MQTT = -1
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One stream message as the pipeline needs it: no per-message metadata objects."""
+class Delivery(NamedTuple):
+    """One stream message as the pipeline needs it (a tuple: tens of thousands a second)."""
 
     seq: int
     timestamp_ns: int
@@ -44,6 +43,15 @@ class Delivery:
     reply: str
     qos: int = NOT_MQTT
     """The MQTT QoS it was published with, or NOT_MQTT (HTTP ingest, other NATS clients)."""
+
+
+class Drained(NamedTuple):
+    deliveries: list[Delivery]
+    """The messages worth decoding, in order."""
+    last_seq: int
+    """The highest stream sequence delivered, skipped copies included (0 if none)."""
+    delivered: int
+    """Messages delivered, skipped copies included."""
 
 
 class FeedGap(StreamError):
@@ -59,20 +67,12 @@ def parse_ack_subject(reply: str) -> tuple[int, int, int]:
     return int(tokens[7]), int(tokens[8]), int(tokens[9])
 
 
-def _qos(msg: Msg) -> int:
-    headers = msg.headers
-    if not headers:
-        return NOT_MQTT
-    value = headers.get(MQTT_QOS_HEADER)
-    return int(value) if value is not None and value.isdigit() else NOT_MQTT
-
-
 class PullFeed:
     """Deliveries of one consumer. Several feeds may share one `wake` event, so a reader can wait
     for whichever of its feeds has something first."""
 
     def __init__(self, nc: NATS, api_prefix: str, stream: str, consumer: str,
-                 wake: asyncio.Event | None = None) -> None:
+                 wake: asyncio.Event | None = None, *, cutover: int | None = None) -> None:
         self._nc = nc
         self.stream = stream
         self.consumer = consumer
@@ -86,6 +86,8 @@ class PullFeed:
         self._received: list[Msg] = []
         self.wake = wake or asyncio.Event()
         self._last_cseq = 0
+        self._cutover = cutover
+        """Past this sequence, MQTT QoS 1/2 copies are skipped unread (`$MQTT_msgs` has them)."""
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(
@@ -107,6 +109,11 @@ class PullFeed:
     def has_data(self) -> bool:
         return bool(self._received)
 
+    @property
+    def waiting(self) -> int:
+        """Deliveries arrived and not yet drained."""
+        return len(self._received)
+
     async def request(self, batch: int, max_bytes: int, expires: float) -> None:
         """Keep one pull request for up to `batch` messages / `max_bytes` open.
 
@@ -125,25 +132,28 @@ class PullFeed:
         body = {"batch": batch, "max_bytes": max_bytes, "expires": int(expires * 1e9)}
         await self._nc.publish(self._api, orjson.dumps(body), reply=self._open)
 
-    def drain(self) -> list[Delivery]:
+    def drain(self) -> Drained:
         """What has arrived since the last call, in order; FeedGap if a delivery is missing."""
         received, self._received = self._received, []
         out: list[Delivery] = []
+        last_seq = count = 0
+        cutover = self._cutover
         for msg in received:
-            headers = msg.headers or {}
-            status = headers.get("Status")
-            if status:
-                # 404/408 expired, 409 batch completed or max bytes. Statuses come on the
-                # request's own inbox; one of an earlier request is stale.
-                if status == "503" or "deleted" in headers.get("Description", "").lower():
-                    raise StreamError(  # nobody serves the consumer any more
-                        f"{self.stream}: consumer {self.consumer} is gone ({status})",
-                        hint="the reader starts over from the position the lake has committed",
-                    )
-                if msg.subject == self._open:
-                    self._open = None
-                continue
-            seq, cseq, ts = parse_ack_subject(msg.reply)
+            headers = msg.headers
+            qos = NOT_MQTT
+            if headers:
+                status = headers.get("Status")
+                if status:
+                    self._status(msg, status, headers)
+                    continue
+                value = headers.get(MQTT_QOS_HEADER)
+                if value is not None and value.isdigit():
+                    qos = int(value)
+            tokens = msg.reply.split(".")
+            if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<n>.<sseq>.<cseq>.<ts>.<pending>
+                seq, cseq, ts = int(tokens[5]), int(tokens[6]), int(tokens[7])
+            else:
+                seq, cseq, ts = parse_ack_subject(msg.reply)
             if cseq != self._last_cseq + 1:  # feeds always read a consumer of their own, from 1
                 raise FeedGap(
                     f"{self.stream}: delivery {self._last_cseq + 1} of consumer "
@@ -151,16 +161,31 @@ class PullFeed:
                     hint="the reader starts over from the position the lake has committed",
                 )
             self._last_cseq = cseq
-            out.append(Delivery(seq, ts, msg.subject, msg.data, msg.reply, _qos(msg)))
-        self._open_left -= len(out)
+            last_seq = seq
+            count += 1
+            if cutover is not None and qos > 0 and seq > cutover:
+                continue  # a copy of a QoS 1/2 publish: read from $MQTT_msgs instead
+            out.append(Delivery(seq, ts, msg.subject, msg.data, msg.reply, qos))
+        self._open_left -= count
         if self._open is not None and (
             self._open_left <= 0 or asyncio.get_running_loop().time() > self._open_deadline
         ):
             self._open = None
-        return out
+        return Drained(out, last_seq, count)
 
-    async def fetch(self, batch: int, max_bytes: int, expires: float) -> list[Delivery]:
-        """What has arrived, as soon as anything has (or [] after `expires`)."""
+    def _status(self, msg: Msg, status: str, headers: dict[str, str]) -> None:
+        """404/408 expired, 409 batch completed or max bytes: the request is done. Statuses
+        come on the request's own inbox; one of an earlier request is stale."""
+        if status == "503" or "deleted" in headers.get("Description", "").lower():
+            raise StreamError(  # nobody serves the consumer any more
+                f"{self.stream}: consumer {self.consumer} is gone ({status})",
+                hint="the reader starts over from the position the lake has committed",
+            )
+        if msg.subject == self._open:
+            self._open = None
+
+    async def fetch(self, batch: int, max_bytes: int, expires: float) -> Drained:
+        """What has arrived, as soon as anything has (or nothing after `expires`)."""
         await self.request(batch, max_bytes, expires)
         if not self._received:
             self.wake.clear()

@@ -61,12 +61,10 @@ class Partition:
     cutover: int | None = None
     """TELEMETRY only: past this sequence, QoS 1/2 copies are read from `$MQTT_msgs` instead."""
 
-    def wanted(self, delivery: Delivery) -> bool:
-        """Whether a message holds readings to read from this partition: not the MQTT
-        listener's bookkeeping or JetStream's own traffic (a capture of any topic imports
-        those too), nor a QoS 1/2 copy that `$MQTT_msgs` carries durably."""
-        if self.cutover is not None and delivery.qos > 0 and delivery.seq > self.cutover:
-            return False
+    def carries_readings(self, delivery: Delivery) -> bool:
+        """Not the MQTT listener's bookkeeping or JetStream's own traffic, which a capture of
+        any topic imports too. (Copies of QoS 1/2 publishes past the cutover are skipped by
+        the feed already.)"""
         return is_device_subject(self.subject_prefix, delivery.subject)
 
 

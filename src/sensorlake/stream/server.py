@@ -29,12 +29,17 @@ from sensorlake.stream.subjects import subject_for_filter
 log = logging.getLogger(__name__)
 
 SERVICE_USER = "sensorlake"
+MQTT_SERVICE_USER = "sensorlake-devices"
+"""sensorlake's user in the devices' account, for reading `$MQTT_msgs` directly (see MQTT_API)."""
 DEVICE_USER = "device"
 MQTT_API = "$JS.mqtt.API"
 """The devices' account's JetStream API as sensorlake's account sees it (a service import): how
 the pipeline reads `$MQTT_msgs`, where the MQTT listener stores QoS 1/2 publishes before it
-acknowledges them. Its deliveries and acks travel as service replies, so they never pass through
-the stream export a capture of any topic uses (which would copy them into the stream)."""
+acknowledges them, when the stream captures any topic. A connection of sensorlake's own in the
+devices' account would be faster (service replies cost nats-server about 4 µs a message), but
+with every subject of that account imported into the stream, the copies of its deliveries that
+the stream then stores come back to it under the wrong subject. With named topic roots only
+those are imported, and sensorlake reads `$MQTT_msgs` as MQTT_SERVICE_USER."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -76,7 +81,7 @@ def _secrets_file(config: Config) -> Path:
     return config.data_dir / "secrets.json"
 
 
-_SECRET_NAMES = ("service", "device")
+_SECRET_NAMES = ("service", "device", "mqtt")
 
 
 def load_or_create_secrets(config: Config) -> dict[str, str]:
@@ -109,6 +114,17 @@ def stream_credentials(config: Config) -> StreamCredentials:
     passwords = load_or_create_secrets(config)
     return StreamCredentials(
         f"nats://127.0.0.1:{config.stream.port}", SERVICE_USER, passwords["service"]
+    )
+
+
+def mqtt_credentials(config: Config) -> StreamCredentials | None:
+    """sensorlake's user in the devices' account, where it reads `$MQTT_msgs` directly: with the
+    embedded server and named topic roots only (see MQTT_API)."""
+    if not config.embedded_nats or device_subjects(config.stream.topics) == [">"]:
+        return None
+    passwords = load_or_create_secrets(config)
+    return StreamCredentials(
+        f"nats://127.0.0.1:{config.stream.port}", MQTT_SERVICE_USER, passwords["mqtt"]
     )
 
 
@@ -179,10 +195,11 @@ def render_nats_config(
         "" if subjects == [">"]
         else f", permissions: {{publish: {{allow: [{', '.join(q(s) for s in subjects)}]}}}}"
     )
-    users = [f"{{user: {q(DEVICE_USER)}, password: {q(passwords['device'])}{permissions}}}",
-             *_device_users(config, devices)]
-    # sensorlake's user speaks NATS only, so no MQTT client can log in as it.
+    # sensorlake's users speak NATS only, so no MQTT client can log in as one of them.
     nats_only = 'allowed_connection_types: ["STANDARD"]'
+    users = [f"{{user: {q(DEVICE_USER)}, password: {q(passwords['device'])}{permissions}}}",
+             f"{{user: {q(MQTT_SERVICE_USER)}, password: {q(passwords['mqtt'])}, {nats_only}}}",
+             *_device_users(config, devices)]
     mqtt_api = (f'{{service: {{account: DEVICES, subject: "$JS.API.>"}}, to: "{MQTT_API}.>"}}, '
                 '{service: {account: DEVICES, subject: "$JS.ACK.$MQTT_msgs.>"}}')
     user_lines = ",\n      ".join(users)
