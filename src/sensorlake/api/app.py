@@ -37,7 +37,7 @@ from sensorlake.errors import (
     StorageFull,
     StreamError,
 )
-from sensorlake.ingest.body import pack_messages, parse_body, screen, too_deep
+from sensorlake.ingest.body import pack_messages, parse_body
 from sensorlake.ingest.identity import IdentityRules
 from sensorlake.metrics import ApiMetrics
 from sensorlake.pipeline.service import writer_status
@@ -112,7 +112,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def create_app(ctx: ApiContext) -> Starlette:
     cfg = ctx.config
     identity = IdentityRules(cfg.ingest.device_id_from)
-    deep = too_deep(cfg.ingest.max_depth)
 
     async def ingest(request: Request) -> Response:
         if not ctx.accepting:
@@ -140,7 +139,6 @@ def create_app(ctx: ApiContext) -> Starlette:
             )
         body = await _read_body(request, cfg.ingest.max_body_bytes)
         accepted, rejected = parse_body(body, request.headers.get("content-type"))
-        accepted, rejected = screen(accepted, rejected, deep)
         if api_key is not None:
             accepted, rejected = own_readings(api_key, topic, accepted, rejected, identity)
         messages = pack_messages(accepted, cfg.stream.max_payload)

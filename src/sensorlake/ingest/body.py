@@ -65,11 +65,17 @@ def _ndjson_by_line(lines: list[bytes]) -> tuple[list[bytes], list[Rejected]]:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             rejected.append(Rejected(index, f"invalid JSON: {exc}"))
-        else:
-            if isinstance(value, dict):
-                accepted.append(line)
-            else:
-                rejected.append(Rejected(index, f"expected a JSON object, got {_kind(value)}"))
+            continue
+        if not isinstance(value, dict):
+            rejected.append(Rejected(index, f"expected a JSON object, got {_kind(value)}"))
+            continue
+        try:  # readings travel packed in an array: one level deeper than sent
+            orjson.loads(b"[" + line + b"]")
+        except orjson.JSONDecodeError:
+            rejected.append(Rejected(index, "the reading nests too deep to be stored "
+                                            "(about a thousand levels)"))
+            continue
+        accepted.append(line)
     return accepted, rejected
 
 
@@ -130,41 +136,6 @@ def screen(
     if len(refused) == len(rejected):
         return accepted, rejected
     return kept, sorted(refused, key=lambda r: r.index)
-
-
-def nesting_depth(reading: bytes) -> int:
-    """How deep objects and arrays nest in a JSON text (brackets inside strings not counted)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in reading:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x7B, 0x5B):  # { [
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x7D, 0x5D):
-            depth -= 1
-    return deepest
-
-
-def too_deep(max_depth: int) -> Callable[[bytes], str | None]:
-    """A refusal of readings nested deeper than `max_depth` levels (ingest.max_depth). Cheap
-    for most readings: a text with fewer brackets than that cannot nest so deep."""
-    def refusal(reading: bytes) -> str | None:
-        if reading.count(b"{") + reading.count(b"[") <= max_depth:
-            return None
-        depth = nesting_depth(reading)
-        if depth <= max_depth:
-            return None
-        return f"the reading nests {depth} levels deep, more than {max_depth} (ingest.max_depth)"
-    return refusal
 
 
 def pack_messages(readings: list[bytes], max_payload: int) -> list[bytes]:

@@ -383,6 +383,12 @@ class Decoder:
         limits = self._limits
         refused: dict[int, str] = {}
         keys = dict.fromkeys(chain.from_iterable(batch.payloads))
+        if all(key in self._plain for key in keys) and not any(
+                _nested(f.type) for f in self.schema):
+            if max(map(len, batch.payloads)) > limits.max_keys:
+                batch.reject({row: _too_many(len(p), limits)
+                              for row, p in enumerate(batch.payloads) if len(p) > limits.max_keys})
+            return  # nothing new, nothing nested: the common case
         renames: dict[str, str] = {}
         bad: dict[str, str] = {}
         for key in keys:
@@ -422,7 +428,7 @@ class Decoder:
         nested_names = {name for name, typ in types.items() if _nested(typ)}
         nested_names.update(n for n in (renames.get(k, k) for k in keys if k not in bad)
                             if n not in types)
-        for row, payload in enumerate(batch.payloads):
+        for row, payload in enumerate(batch.payloads if nested_names else ()):
             if row in refused or nested_names.isdisjoint(payload):
                 continue
             counted = len(payload)
