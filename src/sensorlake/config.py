@@ -169,6 +169,43 @@ class LakeConfig(_Section):
     max_columns: int = Field(1000, ge=10, le=100_000)
     """Most columns (nested fields included) a table may grow to; readings that would add more
     are dead-lettered with the reason."""
+    maintenance: bool = True
+    """Run compaction, snapshot expiry, retention and orphan removal in the background of the
+    worker (`sensorlake maintain` runs them on demand either way)."""
+    maintenance_interval: float = Field(60.0, ge=1, le=86_400)
+    """Seconds between background maintenance runs."""
+    target_file_mb: int = Field(32, ge=1, le=4096)
+    """Size compaction aims for, per data file. Files under three quarters of it count as small.
+    Sized for a Raspberry Pi: one file is read into memory whole while it is rewritten."""
+    compact_min_files: int = Field(20, ge=2, le=100_000)
+    """Small files a partition may hold before it is compacted; a closed partition (a day
+    before today) is compacted as soon as it has two."""
+    keep_snapshots_hours: float = Field(1.0, gt=0, le=24 * 365)
+    """Snapshots older than this are expired (the current one always stays): how far back
+    time travel reaches."""
+    max_snapshots: int = Field(100, ge=1, le=100_000)
+    """Most snapshots a table keeps, whatever their age: each commit's cost grows with them.
+    A snapshot is expired only once it has not been current for twice query.timeout (at least
+    10 s), so that no running query loses its files."""
+    orphan_grace: float = Field(3600.0, ge=10, le=30 * 86_400)
+    """Seconds a file no snapshot references must have existed before it is deleted, so that
+    a commit in flight (whose files are written before the catalog points at them) and a query
+    reading an expired snapshot are never harmed."""
+    retention_days: dict[str, int] = Field(default_factory=dict)
+    """Days of data each table keeps, by table name (`[lake.retention_days]` with
+    `dead_letter = 30`); whole day partitions past it are deleted. A table not named keeps
+    everything."""
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention_days(cls, value: dict[str, int]) -> dict[str, int]:
+        for table, days in value.items():
+            if days < 1:
+                raise ValueError(
+                    f"retention_days.{table} is {days}: give a number of days (1 or more), or "
+                    "leave the table out to keep everything"
+                )
+        return value
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.IGNORECASE)
@@ -205,6 +242,10 @@ class QueryConfig(_Section):
     threads: int = Field(1, ge=1, le=256)
     """CPU threads one query may use. 1 (the default) leaves the other cores to ingest and the
     lake writer, so a heavy query never slows acknowledgements on a 2-core board."""
+    tail_bytes: int = Field(8 * MiB, ge=1024, le=1024 * MiB)
+    """Most uncommitted stream data one query reads and decodes to show readings not yet in the
+    lake (the oldest first). Bounds a small query's latency however far the writer is behind;
+    past it the result says that the newest readings were left out."""
 
     @field_validator("memory_limit")
     @classmethod
@@ -252,7 +293,9 @@ class Config(_Section):
 
     @property
     def warehouse(self) -> str:
-        return self.lake.warehouse or (self.data_dir / "warehouse").as_uri()
+        # Not Path.as_uri(): pyiceberg writes a `file:` URI's path as it stands, so a space
+        # encoded as %20 would become a folder named `farm%20data` beside `farm data`.
+        return self.lake.warehouse or f"file://{self.data_dir / 'warehouse'}"
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:

@@ -34,3 +34,11 @@ def configure_logging(level: str = "warning", json_format: bool = False) -> None
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # pyiceberg warns of what it handles itself — a commit retried after a lost race with
+    # maintenance, an old metadata file another commit already removed — in plain text through
+    # Python's last-resort handler. Its errors are ours to show, in our format; its warnings
+    # only when debugging.
+    library = logging.getLogger("pyiceberg")
+    library.handlers[:] = [handler]
+    library.setLevel("DEBUG" if level.upper() == "DEBUG" else "ERROR")
+    library.propagate = False

@@ -88,3 +88,37 @@ class WriterMetrics(_Registry):
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
+        self.table_files = Gauge(
+            "sensorlake_table_data_files", "Data files in the current snapshot, per table.",
+            ["table"], registry=self.registry,
+        )
+        self.table_bytes = Gauge(
+            "sensorlake_table_data_bytes", "Bytes of data files in the current snapshot.",
+            ["table"], registry=self.registry,
+        )
+        self.table_snapshots = Gauge(
+            "sensorlake_table_snapshots", "Snapshots the table's metadata keeps.",
+            ["table"], registry=self.registry,
+        )
+        self.table_metadata_bytes = Gauge(
+            "sensorlake_table_metadata_bytes",
+            "Size of the table's current metadata file (rewritten by every commit).",
+            ["table"], registry=self.registry,
+        )
+        self.maintenance_runs = Counter(
+            "sensorlake_maintenance_runs", "Background maintenance runs, by outcome (ok, failed).",
+            ["outcome"], registry=self.registry,
+        )
+        self.maintenance_last = Gauge(
+            "sensorlake_maintenance_last_run_timestamp_seconds",
+            "When maintenance last finished a table (Unix time).",
+            ["table"], registry=self.registry,
+        )
+        self.compacted_files = Counter(
+            "sensorlake_compacted_files", "Small files compaction rewrote, per table.",
+            ["table"], registry=self.registry,
+        )
+        self.removed_files = Counter(
+            "sensorlake_orphan_files_removed", "Unreferenced files deleted, per table.",
+            ["table"], registry=self.registry,
+        )

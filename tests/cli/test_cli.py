@@ -71,3 +71,31 @@ def test_read_only_guard_in_the_cli(lake: Sensorlake) -> None:
     result = lake.cli("query", "SELECT * FROM read_csv('/etc/passwd')", check=False)
     assert result.returncode == 1
     assert "outside the warehouse" in result.stderr
+
+
+def test_maintain_says_what_it_would_do_and_names_a_missing_table(tmp_path: Path) -> None:
+    from sensorlake.config import Config
+    from sensorlake.lake.catalog import open_catalog
+    from tests.lake.test_maintenance import commit, outputs
+
+    data = tmp_path / "data"
+    data.mkdir()
+    telemetry, _ = outputs(open_catalog(Config(data_dir=data)))
+    for k in range(25):  # more than compact_min_files (20) small files today
+        commit(telemetry, 1 + k * 4, 4)
+    dry = run("maintain", "telemetry", "--dry-run", "--format", "json", "--data-dir", str(data))
+    assert dry.returncode == 0, dry.stderr
+    (report,) = orjson.loads(dry.stdout)["tables"]
+    assert (report["dry_run"], report["compacted_files"], report["files_after"]) == (True, 25, 25)
+
+    done = run("maintain", "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr
+    assert "telemetry: compact 25 files into 1" in done.stdout
+    described = orjson.loads(run("describe", "telemetry", "--format", "json", "--data-dir",
+                                 str(data)).stdout)
+    assert described["files"] == 1
+    assert "compact 25 files into 1" in described["last_maintenance"]
+
+    missing = run("maintain", "telemetri", "--data-dir", str(data))
+    assert missing.returncode == 1
+    assert "no table named 'telemetri'" in missing.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -179,6 +180,43 @@ def describe(
     emit_rows(["column", "type", "doc"], columns, fmt)
     if fmt is Format.table:
         emit_doc({k: v for k, v in info.items() if k != "columns"}, fmt)
+
+
+@app.command()
+def maintain(
+    table: Annotated[str | None, typer.Argument(help="One table; all if left out.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say what would be done, change nothing.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Compact small files, apply retention, expire old snapshots, remove unreferenced files.
+
+    The worker does this in the background (lake.maintenance); this runs it now. It is safe
+    while `up` runs: its commits never conflict with the pipeline's.
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from sensorlake.lake.catalog import open_catalog
+    from sensorlake.lake.maintenance import Maintenance
+
+    cfg = _load(config, data_dir)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err, transient=True, disable=fmt is not Format.table) as progress:
+        task = progress.add_task("maintenance", total=None)
+        maintenance = Maintenance.from_config(
+            cfg, open_catalog(cfg), progress=lambda text: progress.update(task, description=text))
+        if table is not None:
+            from sensorlake.lake.tables import load_table
+
+            load_table(maintenance.catalog, cfg.lake.namespace, table)  # names a missing table
+        reports = maintenance.run([table] if table else None, dry_run=dry_run)
+    if fmt is Format.json:
+        emit_doc({"tables": [asdict(r) for r in reports]}, fmt)
+        return
+    for report in reports:
+        Console().print(report.summary())
 
 
 @app.command()

@@ -13,7 +13,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from sensorlake.query.engine import jsonable
+from sensorlake.values import jsonable
 
 
 class Format(enum.StrEnum):

@@ -18,12 +18,14 @@ from sensorlake import faults
 from sensorlake.faults import Faults
 from sensorlake.lake.records import DecodedBatch, after
 from sensorlake.lake.tables import (
+    COMMITS,
     DEAD_LETTER,
     POSITION_PROPERTY,
     TELEMETRY,
     ensure_tables,
     position_key,
     read_position,
+    rewritten,
 )
 from sensorlake.stream.partitions import Position
 
@@ -51,10 +53,12 @@ class TableOutput:
         self._faults = fault_points
         self._pending: list[pa.Table] = []
         self._table: Table | None = None
+        self._loaded_at = rewritten()
 
     @property
     def table(self) -> Table:
-        if self._table is None:
+        if self._table is None or self._loaded_at != rewritten():
+            self._loaded_at = rewritten()
             self._table = self._load()
         return self._table
 
@@ -105,7 +109,8 @@ class TableOutput:
         # The data files and manifests are written; the catalog does not point at them yet.
         self._faults.hit(faults.SCHEMA_EVOLUTION if evolves else faults.BEFORE_SWAP)
         try:
-            self._table = tx.commit_transaction()
+            with COMMITS:
+                self._table = tx.commit_transaction()
         except Exception:
             self._table = None  # reload: the catalog may have moved on without us
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -45,11 +46,38 @@ SEQ_PROPERTY = "sensorlake.seq"
 STREAM_PROPERTY = "sensorlake.stream"
 """Snapshot summary keys of earlier versions, read only to resume a table they wrote."""
 
+COMMITS = threading.Lock()
+"""One catalog commit at a time in this process. The pipeline's appends and maintenance's
+rewrites never conflict in meaning, but each commit is a compare-and-swap of the table's
+metadata: under a commit every 0.1 s, a compaction (whose commit takes longer) would lose every
+race and never land. Taken around the commit only; never while waiting on anything else."""
+
+_rewrites = 0
+
+
+def rewritten() -> int:
+    """How many maintenance commits this process has made: an output whose table was loaded
+    at an older count reloads it before its next commit, instead of losing a race and waiting
+    out pyiceberg's retry."""
+    return _rewrites
+
+
+def count_rewrite() -> None:
+    global _rewrites
+    _rewrites += 1
+
+
 TABLE_PROPERTIES = {
     "write.parquet.compression-codec": "zstd",
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "50",
+    # Compaction and retention replace files with the same rows: a concurrent append adds rows
+    # they do not touch, which is no conflict (the default, serializable, calls it one).
+    "write.delete.isolation-level": "snapshot",
+    "write.update.isolation-level": "snapshot",
 }
+"""Set when a table is created; maintenance adds any missing to tables made by earlier
+versions."""
 
 TELEMETRY_SCHEMA = Schema(
     NestedField(1, "topic", StringType(), required=False, doc="MQTT topic the reading came on"),

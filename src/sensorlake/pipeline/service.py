@@ -27,6 +27,7 @@ from sensorlake.lake.fields import FieldLimits
 from sensorlake.lake.outputs import dead_letter_output, telemetry_output
 from sensorlake.lake.records import Decoder
 from sensorlake.metrics import WriterMetrics
+from sensorlake.pipeline.upkeep import keep_lake
 from sensorlake.pipeline.worker import Worker
 from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.subjects import WRITER_STATUS_SUBJECT
@@ -107,13 +108,18 @@ async def run_worker(config: Config) -> None:
                     worker.decoder.policy = policy
 
         await client.serve(WRITER_STATUS_SUBJECT, status)
-        refresh = asyncio.create_task(follow_registry(), name="follow the device registry")
+        background = [
+            asyncio.create_task(follow_registry(), name="follow the device registry"),
+            asyncio.create_task(keep_lake(config, metrics), name="lake maintenance"),
+        ]
         try:
             await worker.run(stop)
         finally:
-            refresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresh
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         log.info("worker stopped after committing what it held")
     finally:
         await client.close()

@@ -10,32 +10,37 @@ query can neither run forever nor starve ingest of CPU or memory.
 
 from __future__ import annotations
 
-import base64
-import json
-import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from datetime import time as dtime
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
-from uuid import UUID
 
 import duckdb
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
+from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import NoSuchNamespaceError
+from pyiceberg.io import FileIO
+from pyiceberg.manifest import DataFileContent, ManifestFile
 from pyiceberg.table import Table
+from pyiceberg.types import TimestamptzType
 
 from sensorlake.config import Config
 from sensorlake.errors import LakeError, QueryError, SensorlakeError, TableNotFound
 from sensorlake.lake.catalog import catalog_properties, open_catalog
+from sensorlake.lake.maintenance import TableReport, last_reports
 from sensorlake.lake.records import after
 from sensorlake.lake.tables import load_table, read_position
+from sensorlake.query.parse import syntax_tree
+from sensorlake.query.prune import TIME_COLUMN, TimeBounds, time_bounds
+from sensorlake.values import jsonable
 
+MANIFEST_CACHE = 20_000
+"""Manifests whose file lists are kept (a few KB each): a year of compacted days is far less."""
 _ANALYZE = {"ANALYZE", "ANALYSE"}
 _HIDDEN_SQL = {"query", "json_execute_serialized_sql"}
 """Table functions that run SQL given as a string: the guard cannot see what that string holds
@@ -75,27 +80,6 @@ class QueryResult:
         }
 
 
-def jsonable(value: Any) -> Any:
-    """DuckDB's Python values as JSON: times ISO 8601, bytes as text where they are text."""
-    if isinstance(value, datetime | date | dtime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        raw = bytes(value)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "base64:" + base64.b64encode(raw).decode()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
-
-
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -103,7 +87,8 @@ def quote_ident(name: str) -> str:
 def _local_path(location: str) -> str:
     parsed = urlparse(location)
     if parsed.scheme in ("", "file"):
-        return unquote(parsed.path) if parsed.scheme else location
+        # As pyiceberg maps it to a file: the path as it stands, never percent-decoded.
+        return parsed.path if parsed.scheme else location
     raise QueryError(
         f"the warehouse is at {parsed.scheme}://, which the embedded query engine cannot read",
         hint="query it with an Iceberg engine (Trino, Spark, Athena) or use a local warehouse",
@@ -210,24 +195,6 @@ def _analyze_refused() -> QueryError:
     )
 
 
-_parser_lock = threading.Lock()
-_parser: tuple[int, duckdb.DuckDBPyConnection] | None = None
-
-
-def _syntax_tree(select: str) -> dict[str, Any]:
-    """DuckDB's own parse of one SELECT, as JSON. One connection per process serves every
-    request: opening one costs ~20 ms, serialising a statement well under one."""
-    global _parser
-    with _parser_lock:
-        if _parser is None or _parser[0] != os.getpid():  # a forked child gets its own
-            _parser = (os.getpid(), duckdb.connect(":memory:", config={
-                "enable_external_access": "false", "autoload_known_extensions": "false",
-                "autoinstall_known_extensions": "false"}))
-        row = _parser[1].execute("SELECT json_serialize_sql(?)", [select]).fetchone()
-    tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
-    return tree
-
-
 def _function_names(node: Any) -> Iterator[str]:
     if isinstance(node, dict):
         name = node.get("function_name")
@@ -243,7 +210,7 @@ def _function_names(node: Any) -> Iterator[str]:
 def _check_functions(select: str) -> None:
     """Refuse a SELECT that calls a function which runs hidden SQL or changes state; reading
     functions (read_parquet, glob, …) stay, confined to the warehouse by the connection."""
-    tree = _syntax_tree(select)
+    tree = syntax_tree(select)
     if tree.get("error"):
         raise QueryError(
             f"the query could not be checked: {tree.get('error_message', 'unknown error')}",
@@ -309,7 +276,12 @@ class QueryEngine:
                 raise catalog_unreadable(config, exc) from exc
         self._catalog = catalog
         self._namespace = config.lake.namespace
-        self._files: dict[tuple[str, int | None], list[str]] = {}
+        self._cache_lock = threading.Lock()
+        self._lists: dict[str, tuple[str, list[str]]] = {}
+        """Per table: the manifest list of the newest snapshot asked for, and its manifests."""
+        self._manifests: OrderedDict[str, list[tuple[str, int | None, int | None]]] = (
+            OrderedDict())
+        """Per manifest: (local path, lowest ts, highest ts) of each live data file in it."""
 
     @property
     def catalog(self) -> Catalog:
@@ -359,7 +331,7 @@ class QueryEngine:
             "temp_directory": "",
         })
         try:
-            uncommitted = self._create_views(con, tails)
+            uncommitted = self._create_views(con, tails, time_bounds(sql))
             warehouse = _local_path(self._config.warehouse).rstrip("/") + "/"
             con.execute("SET allowed_directories = ?", [[warehouse]])
             con.execute("SET enable_external_access = false")
@@ -385,20 +357,21 @@ class QueryEngine:
         finally:
             con.close()
 
-    def _create_views(self, con: duckdb.DuckDBPyConnection, tails: Mapping[str, pa.Table | None]
-                      ) -> int:
+    def _create_views(self, con: duckdb.DuckDBPyConnection, tails: Mapping[str, pa.Table | None],
+                      bounds: TimeBounds | None = None) -> int:
         uncommitted = 0
         for name in self.table_names():
             table = self.load(name)
-            files = self._data_files(name, table)
-            parts: list[str] = []
+            files = self._data_files(
+                name, table, bounds if bounds is not None and bounds.table == name else None)
+            # The table's own schema always takes part: the files read (fewer when pruned)
+            # may lack columns the table has, and a query naming one must still bind.
+            empty = f"__empty_{name}"
+            con.register(empty, table.schema().as_arrow().empty_table())
+            parts = [f"SELECT * FROM {quote_ident(empty)}"]
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 parts.append(f"SELECT * FROM read_parquet([{listing}], union_by_name = true)")
-            else:
-                empty = f"__empty_{name}"
-                con.register(empty, table.schema().as_arrow().empty_table())
-                parts.append(f"SELECT * FROM {quote_ident(empty)}")
             tail = tails.get(name)
             if tail is not None and tail.num_rows:
                 # The tail was taken before this snapshot was loaded; a commit in between
@@ -414,22 +387,55 @@ class QueryEngine:
             )
         return uncommitted
 
-    def _data_files(self, name: str, table: Table) -> list[str]:
-        """Data files of the current snapshot. Planning reads every manifest, and a snapshot
-        never changes, so the list is kept per snapshot id (only the newest few)."""
+    def _data_files(self, name: str, table: Table, bounds: TimeBounds | None = None
+                    ) -> list[str]:
+        """Data files of the current snapshot that the query can need.
+
+        Manifests never change once written, so each is read once and kept (its live files and
+        their `ts` ranges); a new snapshot costs reading its manifest list and the manifests it
+        adds, not every manifest of the table's history. With `bounds`, files whose `ts` range
+        lies outside them are left out.
+        """
         snapshot = table.current_snapshot()
-        key = (name, snapshot.snapshot_id if snapshot else None)
-        files = self._files.get(key)
-        if files is None:
-            files = [_local_path(task.file.file_path) for task in table.scan().plan_files()]
-            self._files = {k: v for k, v in self._files.items() if k[0] != name}
-            self._files[key] = files
-        return files
+        if snapshot is None:
+            return []
+        with self._cache_lock:
+            listed = self._lists.get(name)
+        if listed is None or listed[0] != snapshot.manifest_list:
+            manifests = snapshot.manifests(table.io)
+            field = next((f.field_id for f in table.schema().fields if f.name == TIME_COLUMN),
+                         None)
+            with self._cache_lock:
+                known = set(self._manifests)
+            read = {m.manifest_path: _live_files(m, table.io, field) for m in manifests
+                    if m.manifest_path not in known}
+            with self._cache_lock:
+                self._manifests.update(read)
+                listed = (snapshot.manifest_list, [m.manifest_path for m in manifests])
+                self._lists[name] = listed
+        files: list[str] = []
+        with self._cache_lock:
+            for path in listed[1]:
+                entries = self._manifests.get(path)
+                if entries is None:
+                    break
+                self._manifests.move_to_end(path)
+                files.extend(f for f, low, high in entries
+                             if bounds is None or bounds.overlaps(low, high))
+            else:
+                while len(self._manifests) > MANIFEST_CACHE:
+                    self._manifests.popitem(last=False)
+                return files
+            self._lists.pop(name, None)  # a manifest was evicted meanwhile: list again
+        return self._data_files(name, table, bounds)
 
     def describe(self, name: str) -> dict[str, Any]:
         table = self.load(name)
         snapshot = table.current_snapshot()
         summary = snapshot.summary if snapshot else None
+        rows = int(summary.get("total-records", 0)) if summary else 0
+        files = int(summary.get("total-data-files", 0)) if summary else 0
+        size = int(summary.get("total-files-size", 0)) if summary else 0
         return {
             "table": name,
             "location": table.location(),
@@ -438,12 +444,15 @@ class QueryEngine:
                 for f in table.schema().fields
             ],
             "partitioning": [str(f) for f in table.spec().fields],
-            "rows": int(summary.get("total-records", 0)) if summary else 0,
-            "files": int(summary.get("total-data-files", 0)) if summary else 0,
-            "size_bytes": int(summary.get("total-files-size", 0)) if summary else 0,
+            "rows": rows,
+            "files": files,
+            "size_bytes": size,
+            "avg_file_bytes": size // files if files else 0,
             "snapshots": len(table.metadata.snapshots),
+            "metadata_bytes": len(table.io.new_input(table.metadata_location)),
             "current_snapshot": snapshot.snapshot_id if snapshot else None,
             "position": dict(read_position(table).seqs),
+            "last_maintenance": _last_maintenance(self._config, name),
         }
 
     def _failure(self, exc: duckdb.Error, *, timed_out: bool) -> QueryError:
@@ -466,6 +475,35 @@ class QueryEngine:
                 "or SENSORLAKE_QUERY__MEMORY_LIMIT)",
             )
         return _explain(exc)
+
+
+def _live_files(manifest: ManifestFile, io: FileIO, time_field: int | None
+                ) -> list[tuple[str, int | None, int | None]]:
+    """(local path, lowest ts, highest ts) of each live data file a manifest lists."""
+    found = []
+    for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
+        data = entry.data_file
+        if data.content != DataFileContent.DATA:
+            continue
+        low = high = None
+        if time_field is not None:
+            lower = (data.lower_bounds or {}).get(time_field)
+            upper = (data.upper_bounds or {}).get(time_field)
+            if lower is not None and upper is not None:
+                low = int(from_bytes(TimestamptzType(), lower))
+                high = int(from_bytes(TimestamptzType(), upper))
+        found.append((_local_path(data.file_path), low, high))
+    return found
+
+
+def _last_maintenance(config: Config, table: str) -> str:
+    """When maintenance last ran on `table` and what it did, in one line ("never" if not)."""
+    report = last_reports(config.data_dir).get(table)
+    if not report:
+        return "never"
+    at = datetime.fromtimestamp(float(report.get("started_at", 0)), UTC).isoformat(
+        timespec="seconds")
+    return f"{at}: {TableReport(**report).summary()}"
 
 
 def _explain(exc: duckdb.Error) -> QueryError:

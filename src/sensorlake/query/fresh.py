@@ -44,7 +44,7 @@ def _up_is_running(config: Config) -> bool:
 class Tail:
     table: pa.Table | None
     truncated: bool = False
-    """The stream held more uncommitted data than a query reads (lake.flush_bytes): the newest
+    """The stream held more uncommitted data than a query reads (query.tail_bytes): the newest
     readings are left out until the writer catches up."""
 
     @property
@@ -52,7 +52,7 @@ class Tail:
         if not self.truncated:
             return []
         return ["the writer is behind: only the oldest uncommitted readings (up to "
-                "lake.flush_bytes) were included; newer ones appear as it catches up"]
+                "query.tail_bytes) were included; newer ones appear as it catches up"]
 
 
 NO_TAIL = Tail(None)
@@ -88,7 +88,7 @@ async def tail_from_stream(client: StreamClient, config: Config, engine: QueryEn
         position = read_position(table)
         parts, truncated = await client.read_after(
             partitions, {p.name: position.seq(p) for p in partitions},
-            max_bytes=config.lake.flush_bytes)
+            max_bytes=config.query.tail_bytes)
     except (SensorlakeError, NatsError, TimeoutError) as exc:
         log.warning("could not read the stream tail: %s", exc)
         return NO_TAIL

@@ -1,0 +1,56 @@
+"""DuckDB's own parser and a scratch engine, shared by the read-only check and file pruning.
+
+One locked-down connection per process serves every request: opening one costs ~20 ms,
+serialising a statement or evaluating a constant well under one. It has no tables and no file
+access, so whatever it is asked to evaluate can read nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+import duckdb
+
+_lock = threading.Lock()
+_connection: tuple[int, duckdb.DuckDBPyConnection] | None = None
+
+
+def _scratch() -> duckdb.DuckDBPyConnection:
+    global _connection
+    if _connection is None or _connection[0] != os.getpid():  # a forked child gets its own
+        _connection = (os.getpid(), duckdb.connect(":memory:", config={
+            "enable_external_access": "false", "autoload_known_extensions": "false",
+            "autoinstall_known_extensions": "false"}))
+    return _connection[1]
+
+
+def syntax_tree(select: str) -> dict[str, Any]:
+    """DuckDB's parse of one SELECT, as JSON (`{"error": true, …}` when it does not parse)."""
+    with _lock:
+        row = _scratch().execute("SELECT json_serialize_sql(?)", [select]).fetchone()
+    tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
+    return tree
+
+
+def scalar(sql: str) -> Any:
+    """The single value of a query that reads no table; None if it fails in any way."""
+    with _lock:
+        try:
+            row = _scratch().execute(sql).fetchone()
+        except duckdb.Error:
+            return None
+    return row[0] if row else None
+
+
+def unparse(tree: dict[str, Any]) -> str | None:
+    """SQL text of a statement tree (the inverse of syntax_tree), or None."""
+    with _lock:
+        try:
+            row = _scratch().execute("SELECT json_deserialize_sql(?)",
+                                     [json.dumps(tree)]).fetchone()
+        except duckdb.Error:
+            return None
+    return str(row[0]) if row else None
