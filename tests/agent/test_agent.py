@@ -220,9 +220,14 @@ def test_a_registered_device_publishes_with_its_bundle_or_its_token(tmp_path: Pa
         assert "2 readings taken, 2 published" in done.stdout
         token = lake.cli("devices", "token", "pi-02").stdout.splitlines()[1].strip()
         deadline = time.monotonic() + 10
+        attempt = 0
         while True:  # `up` takes up to a second to learn of the new token
+            # A queue of its own each time: a refused attempt keeps its reading queued, and the
+            # next run from the same queue would rightly forward it as well.
+            attempt += 1
             done = run_agent("--username", "pi-02", "--token", token, "--count", "1",
-                             "--port", str(lake.mqtt_port), "--queue-dir", str(tmp_path / "q2"))
+                             "--port", str(lake.mqtt_port),
+                             "--queue-dir", str(tmp_path / f"q2-{attempt}"))
             if done.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
