@@ -50,6 +50,7 @@ from sensorlake.lake.tables import (
     count_rewrite,
     load_table,
     read_position,
+    table_totals,
 )
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class Maintenance:
         report = TableReport(name, dry_run=dry_run, started_at=self._now())
         started = time.monotonic()
         table = load_table(self._catalog, self._namespace, name)
-        report.files_before = _file_count(table)
+        report.files_before = table_totals(table).files
         if POSITION_PROPERTY not in table.properties and read_position(table).seqs:
             # Written by an earlier version, whose position lives in snapshot summaries: the
             # pipeline's next commit records it as a property. Until then, expiring or
@@ -184,7 +185,7 @@ class Maintenance:
         table = self._expire(table, report)
         self._progress(f"{name}: unreferenced files")
         self._remove_orphans(table, report)
-        report.files_after = _file_count(table)
+        report.files_after = table_totals(table).files
         report.snapshots_after = len(table.metadata.snapshots)
         report.seconds = time.monotonic() - started
         return report
@@ -400,13 +401,6 @@ def _chunks(files: Iterable[DataFile], target: int) -> Iterable[list[DataFile]]:
             chunk, size = [], 0
     if chunk:
         yield chunk
-
-
-def _file_count(table: Table) -> int:
-    snapshot = table.current_snapshot()
-    if snapshot is None or snapshot.summary is None:
-        return 0
-    return int(snapshot.summary.get("total-data-files", 0) or 0)
 
 
 def _day_index(table: Table) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from dataclasses import dataclass
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -139,6 +140,28 @@ def ensure_tables(catalog: Catalog, namespace: str) -> dict[str, Table]:
         properties=TABLE_PROPERTIES,
     )
     return {TELEMETRY: telemetry, DEAD_LETTER: dead}
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What the table's current snapshot holds, from its summary (zeros when it has none)."""
+
+    rows: int = 0
+    files: int = 0
+    bytes: int = 0
+    snapshots: int = 0
+    metadata_bytes: int = 0
+
+
+def table_totals(table: Table) -> Totals:
+    snapshot = table.current_snapshot()
+    summary = snapshot.summary if snapshot is not None else None
+
+    def total(key: str) -> int:
+        return int(summary.get(key, 0) or 0) if summary is not None else 0
+
+    return Totals(total("total-records"), total("total-data-files"), total("total-files-size"),
+                  len(table.metadata.snapshots), len(table.io.new_input(table.metadata_location)))
 
 
 def load_table(catalog: Catalog, namespace: str, name: str) -> Table:

@@ -14,7 +14,7 @@ import logging
 from sensorlake.config import Config
 from sensorlake.lake.catalog import open_catalog
 from sensorlake.lake.maintenance import Maintenance, TableReport
-from sensorlake.lake.tables import load_table
+from sensorlake.lake.tables import load_table, table_totals
 from sensorlake.metrics import WriterMetrics
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,8 @@ def _count(report: TableReport, metrics: WriterMetrics) -> None:
 def table_figures(maintenance: Maintenance, metrics: WriterMetrics) -> None:
     for name in maintenance.tables():
         table = load_table(maintenance.catalog, maintenance.namespace, name)
-        snapshot = table.current_snapshot()
-        summary = snapshot.summary if snapshot is not None and snapshot.summary else None
-        metrics.table_files.labels(name).set(
-            int(summary.get("total-data-files", 0) or 0) if summary else 0)
-        metrics.table_bytes.labels(name).set(
-            int(summary.get("total-files-size", 0) or 0) if summary else 0)
-        metrics.table_snapshots.labels(name).set(len(table.metadata.snapshots))
-        metrics.table_metadata_bytes.labels(name).set(len(table.io.new_input(
-            table.metadata_location)))
+        totals = table_totals(table)
+        metrics.table_files.labels(name).set(totals.files)
+        metrics.table_bytes.labels(name).set(totals.bytes)
+        metrics.table_snapshots.labels(name).set(totals.snapshots)
+        metrics.table_metadata_bytes.labels(name).set(totals.metadata_bytes)

@@ -34,7 +34,7 @@ from sensorlake.errors import LakeError, QueryError, SensorlakeError, TableNotFo
 from sensorlake.lake.catalog import catalog_properties, open_catalog
 from sensorlake.lake.maintenance import TableReport, last_reports
 from sensorlake.lake.records import after
-from sensorlake.lake.tables import load_table, read_position
+from sensorlake.lake.tables import load_table, read_position, table_totals
 from sensorlake.query.parse import syntax_tree
 from sensorlake.query.prune import TIME_COLUMN, TimeBounds, time_bounds
 from sensorlake.values import jsonable
@@ -432,10 +432,7 @@ class QueryEngine:
     def describe(self, name: str) -> dict[str, Any]:
         table = self.load(name)
         snapshot = table.current_snapshot()
-        summary = snapshot.summary if snapshot else None
-        rows = int(summary.get("total-records", 0)) if summary else 0
-        files = int(summary.get("total-data-files", 0)) if summary else 0
-        size = int(summary.get("total-files-size", 0)) if summary else 0
+        totals = table_totals(table)
         return {
             "table": name,
             "location": table.location(),
@@ -444,12 +441,12 @@ class QueryEngine:
                 for f in table.schema().fields
             ],
             "partitioning": [str(f) for f in table.spec().fields],
-            "rows": rows,
-            "files": files,
-            "size_bytes": size,
-            "avg_file_bytes": size // files if files else 0,
-            "snapshots": len(table.metadata.snapshots),
-            "metadata_bytes": len(table.io.new_input(table.metadata_location)),
+            "rows": totals.rows,
+            "files": totals.files,
+            "size_bytes": totals.bytes,
+            "avg_file_bytes": totals.bytes // totals.files if totals.files else 0,
+            "snapshots": totals.snapshots,
+            "metadata_bytes": totals.metadata_bytes,
             "current_snapshot": snapshot.snapshot_id if snapshot else None,
             "position": dict(read_position(table).seqs),
             "last_maintenance": _last_maintenance(self._config, name),
