@@ -9,25 +9,23 @@ name and the fix, instead of surfacing later as a strange runtime error.
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from sensorlake.configsource import (
+    DEFAULT_DATA_DIR,
+    absolute_dir,
+    merge,
+    raw_settings,
+)
 from sensorlake.errors import ConfigError
 from sensorlake.topics import check_topic_filter
 
-DEFAULT_CONFIG_FILE = "sensorlake.toml"
-ENV_PREFIX = "SENSORLAKE_"
 MiB = 1024 * 1024
-REGISTRY_FILE = "registry.db"
-"""The device registry and the API keys (SQLite): who may send what, in one file."""
-RUN_FILE = "run.json"
-"""Written into the data dir while `up` runs: its pid and endpoints, for other commands."""
 
 
 class _Section(BaseModel):
@@ -271,7 +269,7 @@ class LogConfig(_Section):
 
 
 class Config(_Section):
-    data_dir: Path = Field(Path("./sensorlake-data"), validate_default=True)
+    data_dir: Path = Field(Path(DEFAULT_DATA_DIR), validate_default=True)
     """Folder for the stream store, the catalog, the warehouse and runtime files."""
     server: ServerConfig = ServerConfig()
     stream: StreamConfig = StreamConfig()
@@ -285,7 +283,7 @@ class Config(_Section):
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+        return absolute_dir(value)
 
     @property
     def embedded_nats(self) -> bool:
@@ -334,58 +332,13 @@ def _error_from_validation(exc: ValidationError) -> ConfigError:
     )
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        parts = name[len(ENV_PREFIX) :].lower().split("__")
-        if len(parts) == 1 and parts[0] != "data_dir":
-            continue  # SENSORLAKE_CONFIG and friends are not settings
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
 def load_config(
     path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Build the config; `path=None` reads ./sensorlake.toml only if it exists."""
-    environ = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    if path is None and environ.get("SENSORLAKE_CONFIG"):
-        path = Path(environ["SENSORLAKE_CONFIG"])
-    if path is not None and not path.exists():
-        raise ConfigError(
-            "--config", f"file {path} does not exist", hint="run `sensorlake init` to write one"
-        )
-    candidate = path or Path(DEFAULT_CONFIG_FILE)
-    if candidate.exists():
-        try:
-            data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(
-                str(candidate), f"is not valid TOML: {exc}", hint="fix the syntax at that line"
-            ) from exc
-        # A relative data_dir in a config file is relative to that file, not to the cwd.
-        if "data_dir" in data and not Path(str(data["data_dir"])).is_absolute():
-            data["data_dir"] = str(candidate.parent / str(data["data_dir"]))
-    data = _merge(data, _from_env(environ))
-    data = _merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    data = raw_settings(path, overrides, environ)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -394,7 +347,7 @@ def load_config(
 
 def with_overrides(config: Config, **sections: Mapping[str, Any]) -> Config:
     """A copy with some keys replaced, validated like a loaded config."""
-    data = _merge(config.model_dump(), {k: dict(v) for k, v in sections.items()})
+    data = merge(config.model_dump(), {k: dict(v) for k, v in sections.items()})
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

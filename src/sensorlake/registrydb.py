@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from sensorlake.config import REGISTRY_FILE
+REGISTRY_FILE = "registry.db"
+"""The device registry and the API keys (SQLite): who may send what, in one file."""
 
 
 def registry_path(data_dir: Path) -> Path:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from sensorlake.access import KeyStore, Scope
+from sensorlake.access.keys import KeyStore, Scope
 from tests.access.helpers import call, ingest, query, wait_rows, wait_status
 from tests.conftest import Sensorlake
 

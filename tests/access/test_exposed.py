@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sensorlake.access import KeyStore, Scope
+from sensorlake.access.keys import KeyStore, Scope
 from sensorlake.api.app import ApiContext, create_app
 from sensorlake.config import load_config
 from sensorlake.hosts import is_loopback

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from sensorlake.access import KeyStore
+from sensorlake.access.keys import KeyStore
 from tests.access.helpers import call, ingest, wait_status
 from tests.conftest import Sensorlake
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sensorlake.access import RateLimiter
+from sensorlake.access.ratelimit import RateLimiter
 from sensorlake.errors import RateLimited
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sensorlake.agent import ReadingQueue, SourceFailed, SourceKind, open_source
+from sensorlake.agent.queue import ReadingQueue
+from sensorlake.agent.sources import SourceFailed, SourceKind, open_source
 from sensorlake.agent.sources.command import parse_readings
 from sensorlake.errors import AgentError
 from tests.conftest import SENSORLAKE, Sensorlake, free_port

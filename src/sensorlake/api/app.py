@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sensorlake.access import Scope
+from sensorlake.access.keys import Scope
 from sensorlake.api.auth import Access, AccessGuard, check_device_topic, own_readings, request_key
 from sensorlake.api.simulations import Simulations, plan_from_json
 from sensorlake.config import Config
@@ -39,10 +39,11 @@ from sensorlake.errors import (
 )
 from sensorlake.ingest.body import pack_messages, parse_body
 from sensorlake.ingest.identity import IdentityRules
+from sensorlake.lake.tables import TELEMETRY
 from sensorlake.metrics import ApiMetrics
 from sensorlake.pipeline.service import writer_status
-from sensorlake.query.engine import QueryEngine
-from sensorlake.query.fresh import tail_from_stream
+from sensorlake.query.engine import QueryEngine, check_query
+from sensorlake.query.fresh import NO_TAIL, tail_from_stream
 from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.storage import StorageWatch
 from sensorlake.stream.subjects import subject_for_topic
@@ -68,6 +69,8 @@ class ApiContext:
     simulations: Simulations | None = None
     storage: StorageWatch | None = None
     """Watched by `up` (the embedded server's disk); None elsewhere."""
+    local_token: str | None = None
+    """The read-scope token `up` keeps in its run file for commands on this machine."""
 
 
 
@@ -183,9 +186,11 @@ def create_app(ctx: ApiContext) -> Starlette:
         if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 0:
             raise QueryError("'max_rows' must be a non-negative integer")
         max_rows = min(max_rows, cfg.query.max_rows)
-        tail = await tail_from_stream(ctx.client, cfg, ctx.engine)
+        checked = check_query(sql)
+        tail = (await tail_from_stream(ctx.client, cfg, ctx.engine)
+                if checked.reads(TELEMETRY) else NO_TAIL)
         result = await asyncio.to_thread(
-            ctx.engine.execute, sql, tails={"telemetry": tail.table}, max_rows=max_rows,
+            ctx.engine.execute, checked, tails={TELEMETRY: tail.table}, max_rows=max_rows,
             notes=tail.notes,
         )
         return JSONResponse(result.to_json())
@@ -282,7 +287,8 @@ def create_app(ctx: ApiContext) -> Starlette:
         "/api/v1/devices": Scope.read,
         "GET /api/v1/simulate/{id}": Scope.read,
     }
-    guard = Middleware(AccessGuard, access=Access(cfg), routes=routes, scopes=scopes)
+    guard = Middleware(AccessGuard, access=Access(cfg, local_token=ctx.local_token),
+                       routes=routes, scopes=scopes)
     return Starlette(
         routes=routes,
         middleware=[guard],

@@ -8,28 +8,20 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from sensorlake.agent import (
-    Agent,
-    Broker,
-    Link,
-    ReadingQueue,
-    Schedule,
-    SourceKind,
-    Stats,
-    default_name,
-    open_source,
-    read_bundle,
-)
-from sensorlake.agent.queue import QUEUE_FILE
+from sensorlake.agent.sources import SourceKind
 from sensorlake.cli.common import FormatOpt
 from sensorlake.cli.output import Format, emit_doc
 from sensorlake.errors import AgentError
 from sensorlake.logs import configure_logging
+
+if TYPE_CHECKING:
+    from sensorlake.agent.link import Broker
+    from sensorlake.agent.run import Stats
 
 err = Console(stderr=True)
 
@@ -76,6 +68,11 @@ def agent(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log connects too.")] = False,
 ) -> None:
     """Run on a device: sample real readings and publish them over MQTT, queuing while offline."""
+    from sensorlake.agent.link import Link, default_name
+    from sensorlake.agent.queue import ReadingQueue
+    from sensorlake.agent.run import Agent, Schedule
+    from sensorlake.agent.sources import open_source
+
     configure_logging("info" if verbose else "warning")
     if status:
         _show_status(queue_dir, queue_max, fmt)
@@ -115,6 +112,8 @@ def agent(
 
 def _broker(bundle: Path | None, host: str | None, port: int | None, username: str | None,
             token: str | None) -> tuple[Broker, str]:
+    from sensorlake.agent.link import Broker, default_name, read_bundle
+
     if bundle is not None:
         if username or token:
             raise AgentError("--bundle authenticates by certificate, so --username/--token "
@@ -158,6 +157,8 @@ class _StatusLine:
 
 
 def _show_status(queue_dir: Path, queue_max: int, fmt: Format) -> None:
+    from sensorlake.agent.queue import QUEUE_FILE, ReadingQueue
+
     if not (queue_dir / QUEUE_FILE).is_file():
         raise AgentError(f"no agent queue in {queue_dir}",
                          hint="pass the --queue-dir the agent runs with")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from sensorlake.cli.output import Format
-from sensorlake.config import Config, load_config
-from sensorlake.logs import configure_logging
+
+if TYPE_CHECKING:
+    from sensorlake.config import Config
 
 err = Console(stderr=True)
 
@@ -25,6 +26,9 @@ FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format
 
 
 def load(config: Path | None, data_dir: Path | None, **server: Any) -> Config:
+    from sensorlake.config import load_config
+    from sensorlake.logs import configure_logging
+
     overrides: dict[str, Any] = {"data_dir": data_dir}
     server = {k: v for k, v in server.items() if v is not None}
     if server:

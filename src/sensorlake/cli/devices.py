@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,11 +12,12 @@ from rich.progress import Progress
 
 from sensorlake.cli.common import ConfigOpt, DataDirOpt, FormatOpt, load
 from sensorlake.cli.output import Format, emit_doc, emit_rows
-from sensorlake.config import Config
-from sensorlake.devices.bundle import write_bundle
-from sensorlake.devices.ca import IssuedCertificate, write_private
-from sensorlake.devices.registry import Device, Registry
 from sensorlake.errors import DeviceError
+
+if TYPE_CHECKING:
+    from sensorlake.config import Config
+    from sensorlake.devices.ca import IssuedCertificate
+    from sensorlake.devices.registry import Device, Registry
 
 app = typer.Typer(help="Devices: register them (certificate + bundle), list, revoke, rotate, make "
                        "gateways.",
@@ -51,9 +51,18 @@ def _from_csv(path: Path) -> dict[str, dict[str, str]]:
         raise DeviceError(f"cannot read {path}: {exc}") from exc
 
 
+def _registry(cfg: Config) -> Registry:
+    """Imported when a command needs it: certificates bring in a large library."""
+    from sensorlake.devices.registry import Registry
+
+    return Registry(cfg.data_dir)
+
+
 def _write_bundles(cfg: Config, issued: list[tuple[Device, IssuedCertificate]],
                    out_dir: Path | None) -> list[Path]:
-    ca_pem = Registry(cfg.data_dir).ca.cert_pem
+    from sensorlake.devices.bundle import write_bundle
+
+    ca_pem = _registry(cfg).ca.cert_pem
     return [
         write_bundle(cfg, device.name, cert, ca_pem,
                      out_dir / device.name if out_dir else None)
@@ -96,7 +105,7 @@ def register(
         raise DeviceError("no device to register",
                           hint="name them (`devices register gh-01 gh-02`), or use --count/--csv")
     attributes = {name: {**common, **attrs} for name, attrs in wanted.items()}
-    registry = Registry(cfg.data_dir)
+    registry = _registry(cfg)
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("issuing certificates", total=len(wanted))
         issued = registry.register(list(wanted), attributes, gateway=gateway)
@@ -116,6 +125,8 @@ def register(
 def list_(config: ConfigOpt = None, data_dir: DataDirOpt = None,
           fmt: FormatOpt = Format.table) -> None:
     """Registered devices, and any that published, with when they were last seen."""
+    import asyncio
+
     from sensorlake.devices.listing import COLUMNS, device_rows
     from sensorlake.query.engine import QueryEngine
     from sensorlake.query.fresh import stream_tail
@@ -133,7 +144,7 @@ def show(name: Annotated[str, typer.Argument(help="Device name.")], config: Conf
     from sensorlake.devices.bundle import bundle_dir
 
     cfg = load(config, data_dir)
-    device = Registry(cfg.data_dir).get(name)
+    device = _registry(cfg).get(name)
     emit_doc({
         "name": device.name,
         "status": device.status,
@@ -154,7 +165,7 @@ def revoke(name: Annotated[str, typer.Argument(help="Device name.")], config: Co
            data_dir: DataDirOpt = None) -> None:
     """Stop a device: its certificate is refused, and a running `up` disconnects it."""
     cfg = load(config, data_dir)
-    Registry(cfg.data_dir).revoke(name)
+    _registry(cfg).revoke(name)
     out.print(f"revoked {name}; `sensorlake devices rotate {name}` would issue a new certificate")
 
 
@@ -167,7 +178,7 @@ def rotate(
 ) -> None:
     """A new key and certificate for a device; the old certificate stops working."""
     cfg = load(config, data_dir)
-    device, cert = Registry(cfg.data_dir).rotate(name)
+    device, cert = _registry(cfg).rotate(name)
     folder = _write_bundles(cfg, [(device, cert)], out_dir)[0]
     out.print(f"rotated {name}; new bundle: {folder} (copy it to the device)")
 
@@ -186,7 +197,7 @@ def gateway(
     goes to dead_letter. A running `up` applies the change within a few seconds.
     """
     cfg = load(config, data_dir)
-    registry = Registry(cfg.data_dir)
+    registry = _registry(cfg)
     was = [d.gateway for d in registry.devices(name)]
     device = registry.set_gateway(name, not off)
     if was == [device.gateway]:
@@ -213,11 +224,12 @@ def token(
     the token; it may use the same topics as with its certificate.
     """
     from sensorlake.devices.bundle import device_topic
+    from sensorlake.devices.ca import write_private
     from sensorlake.devices.tls import public_host
     from sensorlake.devices.token_gate import token_dir
 
     cfg = load(config, data_dir)
-    secret, cert = Registry(cfg.data_dir).issue_token(name)
+    secret, cert = _registry(cfg).issue_token(name)
     folder = token_dir(cfg, name)
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)

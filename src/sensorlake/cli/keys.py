@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from sensorlake.access import ApiKey, KeyStore, Scope
+from sensorlake.access.keys import ApiKey, KeyStore, Scope
 from sensorlake.cli.common import ConfigOpt, DataDirOpt, FormatOpt, load
 from sensorlake.cli.output import Format, emit_doc, emit_rows
 

@@ -3,11 +3,10 @@ into a message and exit code 1."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,8 +16,11 @@ from sensorlake.cli import agent, devices, keys, simulate
 from sensorlake.cli.common import ConfigOpt, DataDirOpt, FormatOpt, err
 from sensorlake.cli.common import load as _load
 from sensorlake.cli.output import Format, emit_doc, emit_rows
-from sensorlake.config import DEFAULT_CONFIG_FILE, Config, render_example
+from sensorlake.configsource import DEFAULT_CONFIG_FILE
 from sensorlake.errors import SensorlakeError
+
+if TYPE_CHECKING:
+    from sensorlake.config import Config
 
 app = typer.Typer(
     name="sensorlake",
@@ -51,6 +53,8 @@ def up(
     ] = False,
 ) -> None:
     """Run the whole pipeline: MQTT + HTTP ingest, stream, worker, query API."""
+    import asyncio
+
     from sensorlake.cli.runner import run_up
 
     cfg = _load(config, data_dir, host=host, mqtt_port=mqtt_port, http_port=http_port,
@@ -64,6 +68,8 @@ def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
     For an external NATS server (stream.url): stream → Iceberg, exactly once.
     """
+    import asyncio
+
     from sensorlake.pipeline.service import run_worker
 
     asyncio.run(run_worker(_load(config, data_dir)))
@@ -111,6 +117,8 @@ def init(
     """Write a commented sensorlake.toml with every setting and its default."""
     if path.exists() and not force:
         raise SensorlakeError(f"{path} already exists", hint="pass --force to overwrite it")
+    from sensorlake.config import render_example
+
     path.write_text(render_example(), encoding="utf-8")
     Console().print(f"wrote {path}")
 
@@ -124,27 +132,40 @@ def query(
     max_rows: Annotated[int, typer.Option(help="Most rows to print.")] = 10_000,
 ) -> None:
     """Run read-only SQL over the lake (fresh readings included while `up` runs)."""
-    from sensorlake.query.engine import QueryEngine
-    from sensorlake.query.fresh import stream_tail
+    from sensorlake.cli.remote import ask_running
 
-    cfg = _load(config, data_dir)
-    engine = QueryEngine(cfg)
-    tail = asyncio.run(stream_tail(cfg, engine))
-    result = engine.execute(sql, tails={"telemetry": tail.table}, max_rows=max_rows,
-                            notes=tail.notes)
-    extra: dict[str, Any] = {"uncommitted_rows": result.uncommitted_rows,
-                             "truncated": result.truncated}
-    if result.notes:
-        extra["notes"] = result.notes
-    emit_rows(result.columns, result.rows, fmt, extra=extra)
+    doc = ask_running(config, data_dir, sql, max_rows)  # the running `up` answers fastest
+    served = doc is not None
+    if doc is None:
+        import asyncio
+
+        from sensorlake.lake.tables import TELEMETRY
+        from sensorlake.query.engine import QueryEngine, check_query
+        from sensorlake.query.fresh import NO_TAIL, stream_tail
+
+        cfg = _load(config, data_dir)
+        engine = QueryEngine(cfg)
+        checked = check_query(sql)
+        tail = (asyncio.run(stream_tail(cfg, engine)) if checked.reads(TELEMETRY)
+                else NO_TAIL)
+        doc = engine.execute(checked, tails={TELEMETRY: tail.table}, max_rows=max_rows,
+                             notes=tail.notes).to_json()
+    notes: list[str] = doc.get("notes") or []
+    extra: dict[str, Any] = {"uncommitted_rows": doc["uncommitted_rows"],
+                             "truncated": doc["truncated"]}
+    if notes:
+        extra["notes"] = notes
+    emit_rows(doc["columns"], doc["rows"], fmt, extra=extra)
     if fmt is Format.table:
-        note = f"{len(result.rows)} rows"
-        if result.uncommitted_rows:
-            note += f"; {result.uncommitted_rows} uncommitted readings were visible"
-        if result.truncated:
+        note = f"{len(doc['rows'])} rows"
+        if doc["uncommitted_rows"]:
+            note += f"; {doc['uncommitted_rows']} uncommitted readings were visible"
+        if doc["truncated"]:
             note += f" (truncated at {max_rows})"
+        if served:
+            note += "; answered by the running sensorlake"
         err.print(f"[dim]{note}[/]")
-        for text in result.notes:
+        for text in notes:
             err.print(f"[yellow]note:[/] {text}")
 
 

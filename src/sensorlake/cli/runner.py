@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -25,16 +24,17 @@ from pathlib import Path
 import uvicorn
 
 from sensorlake.api.app import ApiContext, create_app
-from sensorlake.config import RUN_FILE, Config
+from sensorlake.config import Config
 from sensorlake.devices.tls import ensure_server_certificate
 from sensorlake.devices.token_gate import TokenGate
 from sensorlake.errors import ConfigError, ServerStartError
-from sensorlake.hosts import is_loopback
+from sensorlake.hosts import is_loopback, is_wildcard
 from sensorlake.lake.catalog import open_catalog
 from sensorlake.lake.tables import ensure_tables
 from sensorlake.metrics import ApiMetrics
 from sensorlake.pipeline.service import writer_status
 from sensorlake.query.engine import QueryEngine
+from sensorlake.runfile import RunInfo, remove_run_file, write_run_file
 from sensorlake.simulate.run import Plan
 from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.server import mqtt_uses_tls
@@ -150,6 +150,7 @@ async def run_up(
     config.data_dir.mkdir(parents=True, exist_ok=True)
     check_exposure(config)
     http_sock = _bind(config.server.host, config.server.http_port)
+    local_token = RunInfo.new_token()
     nats = NatsSupervisor(config) if config.embedded_nats else None
     if nats is not None:
         await nats.start()
@@ -180,6 +181,7 @@ async def run_up(
             metrics=ApiMetrics(),
             restarts=lambda: {child.name: child.restarts for child in supervised},
             storage=StorageWatch(config) if nats is not None else None,
+            local_token=local_token,
         )
         tls = https_files(config)
         server = _Server(
@@ -204,7 +206,8 @@ async def run_up(
                 assert ctx.storage is not None
                 tasks.create_task(watch_storage(ctx.storage, nats), name="watch the disk")
                 gate = tasks.create_task(TokenGate(config).run(), name="token MQTT")
-            _write_run_file(config)
+            write_run_file(config.data_dir,
+                           _run_info(config, http_sock.getsockname()[1], local_token))
             if demo:
                 # A small greenhouse fleet with a few anomalies, so a first look shows movement.
                 assert ctx.simulations is not None
@@ -223,8 +226,7 @@ async def run_up(
             await server_task
             await stop_in_order()  # also ends the supervise tasks the task group waits for
     finally:
-        with contextlib.suppress(OSError):
-            (config.data_dir / RUN_FILE).unlink()
+        remove_run_file(config.data_dir)
         await stop_in_order()
         http_sock.close()
 
@@ -277,13 +279,19 @@ def check_exposure(config: Config) -> None:
         )
 
 
-def _write_run_file(config: Config) -> None:
-    info = {
-        "pid": os.getpid(),
-        "http": f"{'https' if config.server.https else 'http'}://{config.server.host}:"
-                f"{config.server.http_port}",
-        "mqtt": (f"mqtts://{config.server.host}:{config.server.mqtts_port}"
-                 if mqtt_uses_tls(config) else
-                 f"mqtt://{config.server.host}:{config.server.mqtt_port}"),
-    }
-    (config.data_dir / RUN_FILE).write_text(json.dumps(info), encoding="utf-8")
+def _run_info(config: Config, port: int, token: str) -> RunInfo:
+    host = config.server.host
+    scheme = "https" if config.server.https else "http"
+    local = host
+    if is_wildcard(host):
+        local = "::1" if ":" in host else "127.0.0.1"
+    if ":" in local:
+        local = f"[{local.strip('[]')}]"
+    return RunInfo(
+        pid=os.getpid(),
+        http=f"{scheme}://{host}:{config.server.http_port}",
+        mqtt=(f"mqtts://{host}:{config.server.mqtts_port}" if mqtt_uses_tls(config) else
+              f"mqtt://{host}:{config.server.mqtt_port}"),
+        local_http=f"{scheme}://{local}:{port}",
+        token=token,
+    )

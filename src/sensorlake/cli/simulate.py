@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sensorlake.cli.common import ConfigOpt, DataDirOpt, load
-from sensorlake.config import Config
 from sensorlake.errors import SimulateError
 from sensorlake.hosts import is_wildcard
-from sensorlake.simulate import run as sim
-from sensorlake.simulate.replay import load_events, replay
+
+if TYPE_CHECKING:
+    from sensorlake.config import Config
 
 err = Console(stderr=True)
 
@@ -77,6 +76,11 @@ def simulate(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Simulate devices: smartfarm greenhouses, a Raspberry Pi fleet, or weather stations."""
+    import asyncio
+
+    from sensorlake.simulate import run as sim
+    from sensorlake.simulate.replay import load_events, replay
+
     cfg = load(config, data_dir)
     events = load_events(replay_file, time_column, device_column) if replay_file else None
     identities = sim.bundle_identities(bundle) if bundle else None
@@ -153,6 +157,7 @@ def bench(
     """Load test: N connections at a target rate; achieved rate and publish → PUBACK latency."""
     import orjson
 
+    from sensorlake.simulate import run as sim
     from sensorlake.simulate.bench import bench as run_bench
 
     cfg = load(config, data_dir)

@@ -14,8 +14,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
@@ -35,8 +37,8 @@ from sensorlake.lake.catalog import catalog_properties, open_catalog
 from sensorlake.lake.maintenance import TableReport, last_reports
 from sensorlake.lake.records import after
 from sensorlake.lake.tables import load_table, read_position, table_totals
-from sensorlake.query.parse import syntax_tree
-from sensorlake.query.prune import TIME_COLUMN, TimeBounds, time_bounds
+from sensorlake.query.parse import base_tables, syntax_tree
+from sensorlake.query.prune import TIME_COLUMN, TimeBounds, bounds_in
 from sensorlake.values import jsonable
 
 MANIFEST_CACHE = 20_000
@@ -95,7 +97,32 @@ def _local_path(location: str) -> str:
     )
 
 
-def check_read_only(sql: str) -> None:
+@dataclass(frozen=True)
+class CheckedQuery:
+    """A query that passed the read-only check, parsed once for everything that follows."""
+
+    sql: str
+    tree: dict[str, Any]
+    """DuckDB's parse of the SELECT that runs (the one an EXPLAIN wraps)."""
+
+    @cached_property
+    def tables(self) -> set[str] | None:
+        """The tables it reads, lower case as DuckDB matches names; None when it names them
+        at run time (`query_table(…)`) and may read any."""
+        if "query_table" in set(_function_names(self.tree)):
+            return None
+        return {name.lower() for name in base_tables(self.tree)}
+
+    def reads(self, table: str) -> bool:
+        tables = self.tables
+        return tables is None or table.lower() in tables
+
+
+def check_query(sql: str) -> CheckedQuery:
+    return CheckedQuery(sql, check_read_only(sql))
+
+
+def check_read_only(sql: str) -> dict[str, Any]:
     """One SELECT, or a plain EXPLAIN of one; anything else is refused before it runs.
 
     EXPLAIN ANALYZE runs what it explains, so it is refused whatever it wraps, and a plain EXPLAIN
@@ -110,7 +137,7 @@ def check_read_only(sql: str) -> None:
             f"{_kind(statement)} statements are not allowed: queries are read-only",
             hint="only SELECT is accepted; the lake is written by the pipeline alone",
         )
-    _check_functions(statement.query)
+    return _check_functions(statement.query)
 
 
 def _one_statement(sql: str) -> duckdb.Statement:
@@ -207,7 +234,7 @@ def _function_names(node: Any) -> Iterator[str]:
             yield from _function_names(value)
 
 
-def _check_functions(select: str) -> None:
+def _check_functions(select: str) -> dict[str, Any]:
     """Refuse a SELECT that calls a function which runs hidden SQL or changes state; reading
     functions (read_parquet, glob, …) stay, confined to the warehouse by the connection."""
     tree = syntax_tree(select)
@@ -228,6 +255,7 @@ def _check_functions(select: str) -> None:
                 "read-only",
                 hint="only reading functions may be used in a query",
             )
+    return tree
 
 
 def _clean(exc: Exception) -> str:
@@ -264,6 +292,54 @@ class _Deadline:
                 self._con.interrupt()
 
 
+class _Databases:
+    """Idle DuckDB databases, each configured and locked once: opening one costs ~20 ms, more
+    than a small query. A query has one to itself, so `query.memory_limit` stays per query, and
+    works in a fresh connection to it, whose views and registered tails go when it closes."""
+
+    KEEP = 4
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._idle: list[duckdb.DuckDBPyConnection] = []
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        limits = self._config.query
+        db = duckdb.connect(":memory:", config={
+            "autoinstall_known_extensions": "false",
+            "autoload_known_extensions": "false",
+            "memory_limit": limits.memory_limit,
+            "threads": str(limits.threads),
+            # No spilling: memory_limit is then a real bound, and nothing is written to a
+            # `.tmp` in whatever directory `up` was started from.
+            "temp_directory": "",
+        })
+        warehouse = _local_path(self._config.warehouse).rstrip("/") + "/"
+        db.execute("SET allowed_directories = ?", [[warehouse]])
+        db.execute("SET enable_external_access = false")
+        db.execute("SET lock_configuration = true")
+        return db
+
+    @contextmanager
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            db = self._idle.pop() if self._idle else None
+        if db is None:
+            db = self._open()
+        con = db.cursor()
+        try:
+            yield con
+        finally:
+            con.close()
+            with self._lock:
+                if len(self._idle) < self.KEEP:
+                    self._idle.append(db)
+                    db = None
+            if db is not None:
+                db.close()
+
+
 class QueryEngine:
     def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
         self._config = config
@@ -276,6 +352,7 @@ class QueryEngine:
                 raise catalog_unreadable(config, exc) from exc
         self._catalog = catalog
         self._namespace = config.lake.namespace
+        self._databases = _Databases(config)
         self._cache_lock = threading.Lock()
         self._lists: dict[str, tuple[str, list[str]]] = {}
         """Per table: the manifest list of the newest snapshot asked for, and its manifests."""
@@ -311,35 +388,22 @@ class QueryEngine:
 
     def execute(
         self,
-        sql: str,
+        query: str | CheckedQuery,
         *,
         tails: Mapping[str, pa.Table | None] | None = None,
         max_rows: int | None = None,
         notes: list[str] | None = None,
     ) -> QueryResult:
-        check_read_only(sql)
         started = time.perf_counter()
+        checked = query if isinstance(query, CheckedQuery) else check_query(query)
         tails = tails or {}
         limits = self._config.query
-        con = duckdb.connect(":memory:", config={
-            "autoinstall_known_extensions": "false",
-            "autoload_known_extensions": "false",
-            "memory_limit": limits.memory_limit,
-            "threads": str(limits.threads),
-            # No spilling: memory_limit is then a real bound, and nothing is written to a
-            # `.tmp` in whatever directory `up` was started from.
-            "temp_directory": "",
-        })
-        try:
-            uncommitted = self._create_views(con, tails, time_bounds(sql))
-            warehouse = _local_path(self._config.warehouse).rstrip("/") + "/"
-            con.execute("SET allowed_directories = ?", [[warehouse]])
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
+        with self._databases.connection() as con:
+            uncommitted = self._create_views(con, checked, tails, bounds_in(checked.tree))
             limit = max_rows if max_rows is not None else limits.max_rows
             with _Deadline(con, limits.timeout) as deadline:
                 try:
-                    cursor = con.execute(sql)
+                    cursor = con.execute(checked.sql)
                     rows = cursor.fetchmany(limit + 1)
                 except duckdb.Error as exc:
                     raise self._failure(exc, timed_out=deadline.passed) from None
@@ -354,13 +418,16 @@ class QueryEngine:
                 elapsed_ms=(time.perf_counter() - started) * 1000,
                 notes=list(notes or []),
             )
-        finally:
-            con.close()
 
-    def _create_views(self, con: duckdb.DuckDBPyConnection, tails: Mapping[str, pa.Table | None],
-                      bounds: TimeBounds | None = None) -> int:
+    def _create_views(self, con: duckdb.DuckDBPyConnection, checked: CheckedQuery,
+                      tails: Mapping[str, pa.Table | None], bounds: TimeBounds | None = None
+                      ) -> int:
+        """Views of the tables the query names, each loaded and planned; the lake's other
+        tables cost it nothing."""
         uncommitted = 0
         for name in self.table_names():
+            if not checked.reads(name):
+                continue
             table = self.load(name)
             files = self._data_files(
                 name, table, bounds if bounds is not None and bounds.table == name else None)
@@ -383,7 +450,7 @@ class QueryEngine:
                 parts.append(f"SELECT * FROM {quote_ident(tail_name)}")
                 uncommitted += tail.num_rows
             con.execute(
-                f"CREATE VIEW {quote_ident(name)} AS " + " UNION ALL BY NAME ".join(parts)
+                f"CREATE TEMP VIEW {quote_ident(name)} AS " + " UNION ALL BY NAME ".join(parts)
             )
         return uncommitted
 

@@ -9,16 +9,14 @@ answers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 from dataclasses import dataclass
 
 import pyarrow as pa
 from nats.errors import Error as NatsError
 from pyiceberg.table import Table
 
-from sensorlake.config import RUN_FILE, Config
+from sensorlake.config import Config
 from sensorlake.devices.policy import load_policy
 from sensorlake.errors import SensorlakeError
 from sensorlake.ingest.identity import IdentityRules
@@ -26,18 +24,10 @@ from sensorlake.lake.fields import FieldLimits
 from sensorlake.lake.records import Decoder
 from sensorlake.lake.tables import TELEMETRY, read_position
 from sensorlake.query.engine import QueryEngine
+from sensorlake.runfile import running
 from sensorlake.stream.connection import StreamClient
 
 log = logging.getLogger(__name__)
-
-
-def _up_is_running(config: Config) -> bool:
-    try:
-        pid = int(json.loads((config.data_dir / RUN_FILE).read_text())["pid"])
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError):
-        return False  # no run file, or one left behind by a process that was killed
-    return True
 
 
 @dataclass(frozen=True)
@@ -64,7 +54,7 @@ def _telemetry(engine: QueryEngine) -> Table | None:
 
 async def stream_tail(config: Config, engine: QueryEngine) -> Tail:
     """For a separate process (the CLI): connect, read the tail, disconnect."""
-    if config.embedded_nats and not _up_is_running(config):
+    if config.embedded_nats and running(config.data_dir) is None:
         return NO_TAIL  # `up` is not running on this data dir: the stream is not being served
     client = StreamClient(config)
     try:

@@ -35,6 +35,21 @@ def syntax_tree(select: str) -> dict[str, Any]:
     return tree
 
 
+def base_tables(node: Any) -> set[str]:
+    """Every table name a statement tree reads (in FROM, joins, subqueries, CTEs), unqualified
+    and as written; CTE names appear too, so it may name more than the lake has."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
+            found.add(node["table_name"])
+        for value in node.values():
+            found |= base_tables(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= base_tables(value)
+    return found
+
+
 def scalar(sql: str) -> Any:
     """The single value of a query that reads no table; None if it fails in any way."""
     with _lock:

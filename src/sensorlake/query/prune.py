@@ -47,7 +47,11 @@ class TimeBounds:
 
 def time_bounds(select: str) -> TimeBounds | None:
     """The `ts` bounds a SELECT puts on its one table, or None when it has none we can use."""
-    tree = syntax_tree(select)
+    return bounds_in(syntax_tree(select))
+
+
+def bounds_in(tree: dict[str, Any]) -> TimeBounds | None:
+    """`time_bounds` of a statement already parsed by `syntax_tree`."""
     statements = tree.get("statements") or []
     if tree.get("error") or len(statements) != 1:
         return None
