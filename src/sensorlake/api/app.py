@@ -48,6 +48,7 @@ from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.storage import StorageWatch
 from sensorlake.stream.subjects import subject_for_topic
 from sensorlake.topics import topic_matches
+from sensorlake.values import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return orjson.dumps(content, default=jsonable, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _iso(epoch: float) -> str:

@@ -36,13 +36,14 @@ import pyarrow.fs as pafs
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue, LessThan
-from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 from pyiceberg.transforms import DayTransform
 
 from sensorlake.config import Config, LakeConfig
+from sensorlake.lake.parquet import write_data_file
 from sensorlake.lake.tables import (
     COMMITS,
     POSITION_PROPERTY,
@@ -273,7 +274,7 @@ class Maintenance:
                 name = _partition_name(table, chunk[0])
                 self._progress(f"{report.table}: compacting {len(chunk)} files of {name}")
                 if report.dry_run:
-                    written = max(1, -(-sum(f.file_size_in_bytes for f in chunk) // target))
+                    written = 1
                 else:
                     table, written = self._rewrite(table, chunk)
                 report.compacted_files += len(chunk)
@@ -283,13 +284,14 @@ class Maintenance:
         return table
 
     def _rewrite(self, table: Table, files: list[DataFile]) -> tuple[Table, int]:
-        """Replace `files` by the same rows, sorted, in target-sized files: one commit."""
+        """Replace `files` (of one partition, about a target's worth) by the same rows, sorted,
+        in one file: one commit."""
         rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(
             [FileScanTask(f) for f in files])
         sort_by = _sort_keys(table, rows.schema)
         if sort_by and rows.num_rows > 1:
             rows = rows.sort_by(sort_by)
-        written = list(_dataframe_to_data_files(table.metadata, rows, table.io))
+        written = [write_data_file(table, rows, files[0].spec_id, files[0].partition)]
 
         def build(t: Table) -> Any:
             tx = t.transaction()

@@ -1,0 +1,29 @@
+"""What a query's values look like in JSON: the same whatever their type or number."""
+
+from __future__ import annotations
+
+from tests.conftest import Sensorlake
+
+
+def test_every_kind_of_value_comes_back_as_json(lake: Sensorlake) -> None:
+    result = lake.query(
+        "SELECT TIMESTAMPTZ '2026-05-01 12:00:00.250+00' AS at,"
+        " TIMESTAMP '2026-05-01 12:00' AS naive, DATE '2026-05-01' AS day,"
+        " 1.25::DECIMAL(6, 2) AS dec, 'hi'::BLOB AS raw,"
+        " map(['a', 'b'], [1, 2]) AS m, {'x': 1, 'y': [1.5, NULL]} AS s, 'nan'::DOUBLE AS nan,"
+        " NULL::TIMESTAMPTZ AS missing, uuid '00000000-0000-0000-0000-000000000001' AS id")
+    assert result["rows"] == [[
+        "2026-05-01T12:00:00.250000+00:00", "2026-05-01T12:00:00", "2026-05-01", 1.25, "hi",
+        {"a": 1, "b": 2}, {"x": 1, "y": [1.5, None]}, None, None,
+        "00000000-0000-0000-0000-000000000001"]]
+    assert result["types"][0] == "TIMESTAMP WITH TIME ZONE"
+
+
+def test_many_rows_are_cut_at_max_rows_and_say_so(lake: Sensorlake) -> None:
+    sql = "SELECT range AS n, make_timestamptz(range * 1000000) AS at FROM range(250000)"
+    reply = lake.query(sql)  # query.max_rows: 10,000
+    assert reply["truncated"] is True
+    assert len(reply["rows"]) == 10_000
+    assert reply["rows"][-1] == [9_999, "1970-01-01T02:46:39+00:00"]
+    exact = lake.query("SELECT * FROM range(10000)")
+    assert (exact["truncated"], len(exact["rows"])) == (False, 10_000)
