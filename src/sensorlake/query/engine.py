@@ -15,8 +15,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
@@ -39,6 +39,7 @@ from sensorlake.lake.records import after
 from sensorlake.lake.tables import load_table, read_position, table_totals
 from sensorlake.query.parse import base_tables, syntax_tree
 from sensorlake.query.prune import TIME_COLUMN, TimeBounds, bounds_in
+from sensorlake.query.results import QueryResult, first_rows
 
 MANIFEST_CACHE = 20_000
 """Manifests whose file lists are kept (a few KB each): a year of compacted days is far less."""
@@ -57,80 +58,6 @@ _CHANGES_STATE = {
 """Functions callable from a SELECT that change the engine's state rather than read data. Most
 are stopped by `lock_configuration` as well; refusing them up front gives a clear message and
 does not rest on that alone."""
-
-
-@dataclass
-class QueryResult:
-    columns: list[str]
-    types: list[str]
-    rows: list[tuple[Any, ...]]
-    truncated: bool = False
-    uncommitted_rows: int = 0
-    elapsed_ms: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "columns": self.columns,
-            "types": self.types,
-            "rows": self.rows,  # serialised by orjson, with `jsonable` for what it lacks
-            "truncated": self.truncated,
-            "uncommitted_rows": self.uncommitted_rows,
-            "elapsed_ms": round(self.elapsed_ms, 3),
-            **({"notes": self.notes} if self.notes else {}),
-        }
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "+00:00", "Z"})
-
-
-def _first_rows(relation: duckdb.DuckDBPyRelation, count: int) -> list[pa.RecordBatch]:
-    """Up to `count` rows, as Arrow: the rest of the result is never computed."""
-    batches: list[pa.RecordBatch] = []
-    have = 0
-    for batch in relation.to_arrow_reader(batch_size=min(count, 100_000)):
-        batches.append(batch.slice(0, count - have))
-        have += batches[-1].num_rows
-        if have >= count:
-            break
-    return batches
-
-
-def python_rows(batches: list[pa.RecordBatch], width: int) -> list[tuple[Any, ...]]:
-    """Rows of Python values, converted a column at a time.
-
-    DuckDB's own row fetch, and pyarrow's, build each UTC timestamp through a zoneinfo lookup:
-    ~4 µs a value, 0.35 s for a day of one device's readings. Adding microseconds to the epoch
-    gives the same datetime ten times faster.
-    """
-    if not batches:
-        return []
-    table = pa.Table.from_batches(batches)
-    columns = [_python_values(table.column(i)) for i in range(width)]
-    return list(zip(*columns, strict=True))
-
-
-def _python_values(column: pa.ChunkedArray) -> list[Any]:
-    kind = column.type
-    if pa.types.is_timestamp(kind) and kind.unit == "us" and kind.tz in _UTC_NAMES:
-        return [None if us is None else _EPOCH + timedelta(microseconds=us)
-                for us in column.cast(pa.int64()).to_pylist()]
-    if _has_map(kind):  # as DuckDB gives a MAP: a dict, not a list of pairs
-        mapped: list[Any] = column.to_pylist(maps_as_pydicts="lossy")
-        return mapped
-    values: list[Any] = column.to_pylist()  # the option above costs 10× on every column
-    return values
-
-
-def _has_map(kind: pa.DataType) -> bool:
-    if pa.types.is_map(kind):
-        return True
-    if pa.types.is_struct(kind):
-        return any(_has_map(kind.field(i).type) for i in range(kind.num_fields))
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-        return _has_map(kind.value_type)
-    return False
 
 
 def quote_ident(name: str) -> str:
@@ -456,15 +383,14 @@ class QueryEngine:
                 try:
                     relation = con.sql(checked.sql)
                     description = relation.description or []
-                    batches = _first_rows(relation, limit + 1)
+                    table = first_rows(relation, limit + 1)
                 except duckdb.Error as exc:
                     raise self._failure(exc, timed_out=deadline.passed) from None
-            rows = python_rows(batches, len(description))
-            truncated = len(rows) > limit
+            truncated = table.num_rows > limit
             return QueryResult(
                 columns=[d[0] for d in description],
                 types=[str(d[1]) for d in description],
-                rows=rows[:limit],
+                table=table.slice(0, limit),
                 truncated=truncated,
                 uncommitted_rows=uncommitted,
                 elapsed_ms=(time.perf_counter() - started) * 1000,
