@@ -4,8 +4,9 @@ Every commit of the pipeline adds a data file, a manifest and a snapshot; left a
 query reads every manifest and opens every file, and every commit rewrites metadata that lists
 every snapshot. Maintenance keeps each of those bounded:
 
-- **compaction** rewrites the small files of a partition into files of `lake.target_file_mb`,
-  sorted like the table, in one overwrite commit (which also drops the manifests that listed only
+- **compaction** rewrites the small files of a partition, about `lake.target_file_mb` of them at
+  a time, into one file sorted like the table and delta-encoded where that pays
+  (`lake/parquet.py`), in one overwrite commit (which also drops the manifests that listed only
   those files);
 - **retention** deletes whole day partitions older than `lake.retention_days` of the table;
 - **expiry** drops snapshots older than `lake.keep_snapshots_hours` from the metadata;
@@ -60,7 +61,8 @@ MiB = 1024 * 1024
 SMALL_FRACTION = 0.75
 """A file under this share of the target size counts as small."""
 TARGET_FILE_SIZE = "write.target-file-size-bytes"
-"""What pyiceberg bin-packs rewritten rows into (set from lake.target_file_mb)."""
+"""What pyiceberg bin-packs a large append into (set from lake.target_file_mb); compaction
+sizes its own files by the inputs it groups (`_chunks`)."""
 COMMIT_ATTEMPTS = 3
 REPORT_FILE = "maintenance.json"
 
