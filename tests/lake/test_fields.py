@@ -99,6 +99,19 @@ def test_a_deep_reading_cannot_crash_the_decoder() -> None:
     assert batch.dead["raw"].to_pylist() == [deep, b"[" + deep + b"]"]
 
 
+def test_a_deep_value_under_a_key_first_seen_in_a_refused_reading_is_refused_too() -> None:
+    """The key is known to need no renaming, but no column holds it yet: found by the fuzz
+    test, whose worker died of a RecursionError here."""
+    limits = FieldLimits(max_depth=32, max_keys=3, max_columns=1000)
+    decoder = Decoder(IdentityRules(), TELEMETRY_SCHEMA.as_arrow(), limits)
+    first = run({"v": 1, "a": 1, "b": 2, "c": 3}, limits=limits, decoder=decoder)
+    assert len(first) == 0  # too many keys: refused, so `v` made no column
+    deep = b'{"v": ' + b"[" * 900 + b"1" + b"]" * 900 + b"}"
+    second = run(deep, {"v": 2.5}, limits=limits, decoder=decoder)
+    assert ["nests deeper" in r for r in reasons(second)] == [True]
+    assert second.readings["v"].to_pylist() == [2.5]
+
+
 def test_the_table_stops_growing_at_max_columns() -> None:
     limits = FieldLimits(max_columns=count_fields(TELEMETRY_SCHEMA.as_arrow()) + 3)
     batch = run({"a": 1, "b": 2}, {"c": 3, "d": 4}, {"a": 5}, limits=limits)

@@ -383,7 +383,10 @@ class Decoder:
         limits = self._limits
         refused: dict[int, str] = {}
         keys = dict.fromkeys(chain.from_iterable(batch.payloads))
-        if all(key in self._plain for key in keys) and not any(
+        # A plain key may still be new to the table (its first reading was refused for another
+        # reason): its value has not been looked into yet, so it takes the long way.
+        columns = set(self.schema.names)
+        if all(key in self._plain and key in columns for key in keys) and not any(
                 _nested(f.type) for f in self.schema):
             if max(map(len, batch.payloads)) > limits.max_keys:
                 batch.reject({row: _too_many(len(p), limits)
