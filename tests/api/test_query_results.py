@@ -27,3 +27,19 @@ def test_many_rows_are_cut_at_max_rows_and_say_so(lake: Sensorlake) -> None:
     assert reply["rows"][-1] == [9_999, "1970-01-01T02:46:39+00:00"]
     exact = lake.query("SELECT * FROM range(10000)")
     assert (exact["truncated"], len(exact["rows"])) == (False, 10_000)
+
+
+def test_columns_shape_gives_one_array_per_column(lake: Sensorlake) -> None:
+    import httpx
+
+    sql = "SELECT range AS n, make_timestamptz(range * 1000000) AS at FROM range(3)"
+    reply = httpx.post(f"{lake.url}/api/v1/query", json={"sql": sql, "shape": "columns"},
+                       timeout=30).json()
+    assert reply["columns"] == ["n", "at"]
+    assert reply["data"] == [[0, 1, 2], ["1970-01-01T00:00:00+00:00", "1970-01-01T00:00:01+00:00",
+                                          "1970-01-01T00:00:02+00:00"]]
+    assert "rows" not in reply
+    wrong = httpx.post(f"{lake.url}/api/v1/query", json={"sql": sql, "shape": "table"},
+                       timeout=30)
+    assert wrong.status_code == 400
+    assert "'shape'" in wrong.json()["error"]

@@ -79,7 +79,11 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, default=jsonable, option=orjson.OPT_NON_STR_KEYS)
+        return json_bytes(content)
+
+
+def json_bytes(content: Any) -> bytes:
+    return orjson.dumps(content, default=jsonable, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _iso(epoch: float) -> str:
@@ -187,14 +191,22 @@ def create_app(ctx: ApiContext) -> Starlette:
         if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 0:
             raise QueryError("'max_rows' must be a non-negative integer")
         max_rows = min(max_rows, cfg.query.max_rows)
+        shape = payload.get("shape", "rows")
+        if shape not in ("rows", "columns"):
+            raise QueryError("'shape' must be \"rows\" or \"columns\"",
+                             hint='"columns" returns one array per column under "data"')
         checked = check_query(sql)
         tail = (await tail_from_stream(ctx.client, cfg, ctx.engine)
                 if checked.reads(TELEMETRY) else NO_TAIL)
-        result = await asyncio.to_thread(
-            ctx.engine.execute, checked, tails={TELEMETRY: tail.table}, max_rows=max_rows,
-            notes=tail.notes,
-        )
-        return JSONResponse(result.to_json())
+
+        def answer() -> bytes:
+            """In a thread, JSON included: a long result must not hold up the event loop,
+            which serves ingest."""
+            result = ctx.engine.execute(checked, tails={TELEMETRY: tail.table},
+                                        max_rows=max_rows, notes=tail.notes)
+            return json_bytes(result.to_json(shape))
+
+        return Response(await asyncio.to_thread(answer), media_type="application/json")
 
     async def tables(request: Request) -> Response:
         names = await asyncio.to_thread(ctx.engine.table_names)

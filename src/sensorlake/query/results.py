@@ -39,14 +39,21 @@ class QueryResult:
         columns = [_python_values(self.table.column(i)) for i in range(self.table.num_columns)]
         return list(zip(*columns, strict=True))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, shape: str = "rows") -> dict[str, Any]:
         """The API's answer; values JSON-ready but for what orjson serialises itself or
-        `values.jsonable` converts (decimals, bytes, UUIDs)."""
+        `values.jsonable` converts (decimals, bytes, UUIDs).
+
+        `shape="columns"` gives `data`, one array per column, instead of `rows`: what chart
+        libraries draw from, and for a long result several times cheaper to build and parse.
+        """
         columns = [_json_values(self.table.column(i)) for i in range(self.table.num_columns)]
+        values: dict[str, Any] = (
+            {"data": columns} if shape == "columns"
+            else {"rows": list(zip(*columns, strict=True))})  # tuples: orjson writes arrays
         return {
             "columns": self.columns,
             "types": self.types,
-            "rows": list(zip(*columns, strict=True)),  # tuples: orjson writes them as arrays
+            **values,
             "truncated": self.truncated,
             "uncommitted_rows": self.uncommitted_rows,
             "elapsed_ms": round(self.elapsed_ms, 3),
