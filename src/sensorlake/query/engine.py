@@ -37,7 +37,7 @@ from sensorlake.lake.catalog import catalog_properties, open_catalog
 from sensorlake.lake.maintenance import TableReport, last_reports
 from sensorlake.lake.records import after
 from sensorlake.lake.tables import load_table, read_position, table_totals
-from sensorlake.query.parse import base_tables, syntax_tree
+from sensorlake.query.parse import base_tables, function_names, syntax_tree
 from sensorlake.query.prune import TIME_COLUMN, TimeBounds, bounds_in
 from sensorlake.query.results import QueryResult, first_rows
 
@@ -87,7 +87,7 @@ class CheckedQuery:
     def tables(self) -> set[str] | None:
         """The tables it reads, lower case as DuckDB matches names; None when it names them
         at run time (`query_table(…)`) and may read any."""
-        if "query_table" in set(_function_names(self.tree)):
+        if "query_table" in set(function_names(self.tree)):
             return None
         return {name.lower() for name in base_tables(self.tree)}
 
@@ -200,18 +200,6 @@ def _analyze_refused() -> QueryError:
     )
 
 
-def _function_names(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        name = node.get("function_name")
-        if isinstance(name, str):
-            yield name.lower()
-        for value in node.values():
-            yield from _function_names(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _function_names(value)
-
-
 def _check_functions(select: str) -> dict[str, Any]:
     """Refuse a SELECT that calls a function which runs hidden SQL or changes state; reading
     functions (read_parquet, glob, …) stay, confined to the warehouse by the connection."""
@@ -221,7 +209,7 @@ def _check_functions(select: str) -> dict[str, Any]:
             f"the query could not be checked: {tree.get('error_message', 'unknown error')}",
             hint="send a plain SELECT",
         )
-    for name in _function_names(tree):
+    for name in function_names(tree):
         if name in _HIDDEN_SQL:
             raise QueryError(
                 f"{name}() is not allowed: it runs SQL that the read-only check cannot see",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
@@ -35,19 +36,31 @@ def syntax_tree(select: str) -> dict[str, Any]:
     return tree
 
 
-def base_tables(node: Any) -> set[str]:
+def nodes(tree: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a statement tree (expressions, table references, subqueries), depth
+    first: the one walk the read-only check, table lookup and pruning each filter."""
+    if isinstance(tree, dict):
+        yield tree
+        for value in tree.values():
+            yield from nodes(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from nodes(value)
+
+
+def function_names(tree: Any) -> Iterator[str]:
+    """Names of the functions a tree calls, lower case."""
+    for node in nodes(tree):
+        name = node.get("function_name")
+        if isinstance(name, str):
+            yield name.lower()
+
+
+def base_tables(tree: Any) -> set[str]:
     """Every table name a statement tree reads (in FROM, joins, subqueries, CTEs), unqualified
     and as written; CTE names appear too, so it may name more than the lake has."""
-    found: set[str] = set()
-    if isinstance(node, dict):
-        if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
-            found.add(node["table_name"])
-        for value in node.values():
-            found |= base_tables(value)
-    elif isinstance(node, list):
-        for value in node:
-            found |= base_tables(value)
-    return found
+    return {node["table_name"] for node in nodes(tree)
+            if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str)}
 
 
 def scalar(sql: str) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sensorlake.query.parse import scalar, syntax_tree, unparse
+from sensorlake.query.parse import nodes, scalar, syntax_tree, unparse
 
 SLACK_US = 60_000_000
 TIME_COLUMN = "ts"
@@ -118,13 +118,8 @@ def _bounds_of(node: dict[str, Any], names: set[str]) -> list[tuple[str, int | N
 
 def _reads_data(node: Any) -> bool:
     """Whether an expression refers to a column or a subquery (it then has no single value)."""
-    if isinstance(node, dict):
-        if node.get("class") in ("COLUMN_REF", "SUBQUERY") or node.get("type") == "SUBQUERY":
-            return True
-        return any(_reads_data(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_reads_data(v) for v in node)
-    return False
+    return any(n.get("class") in ("COLUMN_REF", "SUBQUERY") or n.get("type") == "SUBQUERY"
+               for n in nodes(node))
 
 
 def _epoch_us(expression: Any) -> int | None:
