@@ -20,23 +20,17 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from local_servers import http, start_up
 
 AGGREGATE = ("SELECT device_id, avg(temperature), count(*) FROM telemetry "
              "WHERE ts > now() - INTERVAL 10 MINUTE GROUP BY device_id")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def command() -> list[str]:
@@ -54,27 +48,11 @@ def median_wall(args: list[str], runs: int, cwd: Path) -> float:
     return statistics.median(times)
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("sensorlake up exited early")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1):  # noqa: S310 (loopback)
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("sensorlake up did not become healthy")
-
-
 def ingest(url: str, count: int) -> None:
     body = json.dumps([{"device_id": f"gh-{i % 10:02d}", "temperature": 20 + i % 7}
                        for i in range(count)]).encode()
-    request = urllib.request.Request(  # noqa: S310 (loopback)
-        f"{url}/api/v1/ingest?topic=farm/bench/telemetry", data=body,
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30):  # noqa: S310 (loopback)
-        pass
+    http(f"{url}/api/v1/ingest?topic=farm/bench/telemetry", body, timeout=30,
+         headers={"Content-Type": "application/json"})
 
 
 def main() -> None:
@@ -88,16 +66,9 @@ def main() -> None:
         work = Path(tmp)
         data = ["--data-dir", str(work / "data")]
         help_s = median_wall([*cli, "--help"], args.runs, work)
-        port = free_port()
-        env = dict(os.environ, SENSORLAKE_STREAM__PORT=str(free_port()),
-                   SENSORLAKE_SERVER__MQTTS_PORT=str(free_port()),
-                   SENSORLAKE_LAKE__FLUSH_INTERVAL="1")
-        proc = subprocess.Popen([*cli, "up", *data, "--http-port", str(port), "--mqtt-port",
-                                 str(free_port())], cwd=work, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {"SENSORLAKE_LAKE__FLUSH_INTERVAL": "1"}
+        url, proc = start_up(cli, work / "data", env, cwd=work)
         try:
-            url = f"http://127.0.0.1:{port}"
-            wait_healthy(url, proc)
             ingest(url, 2_000)
             time.sleep(3)  # committed, so both paths read the same lake
             select_1 = median_wall([*cli, "query", "SELECT 1", *data], args.runs, work)

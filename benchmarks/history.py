@@ -40,7 +40,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,12 +56,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.types import DoubleType
 
+from local_servers import free_port, http, start_up, wait_for
 from sensorlake.config import Config
 from sensorlake.lake.catalog import open_catalog
 from sensorlake.lake.maintenance import Maintenance
 from sensorlake.lake.tables import TELEMETRY, ensure_tables, load_table, table_totals
 from sensorlake.query.engine import QueryEngine
 
+SENSORLAKE = [sys.executable, "-m", "sensorlake.cli"]
 HOUR = 3600
 DAY = 24 * HOUR
 FIELDS = ("temperature", "humidity", "co2")
@@ -190,33 +191,6 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http(url: str, data: bytes | None = None, timeout: float = 600,
-         headers: dict[str, str] | None = None) -> bytes:
-    request = urllib.request.Request(url, data=data, headers=headers or {})  # noqa: S310
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-        body: bytes = response.read()
-    return body
-
-
-def wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited early")
-        try:
-            http(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{what} did not answer on {url}")
-
-
 @dataclass
 class Figures:
     load_s: float
@@ -253,7 +227,9 @@ def run_sensorlake(fleet: Fleet, work: Path) -> Figures:
     engine.execute("SELECT count(*) FROM telemetry")
     embedded_hourly_s, _ = timed(lambda: engine.execute(LAKE_HOURLY, max_rows=10**6).table)
     embedded_day_s, _ = timed(lambda: engine.execute(one_day, max_rows=10**6).table)
-    base, proc = start_up(config.data_dir, {"SENSORLAKE_QUERY__MAX_ROWS": "1000000"})
+    # The `up` that answers keeps maintenance off: the loading has done it already.
+    base, proc = start_up(SENSORLAKE, config.data_dir, {
+        "SENSORLAKE_QUERY__MAX_ROWS": "1000000", "SENSORLAKE_LAKE__MAINTENANCE": "false"})
     try:
         def ask(sql: str, shape: str = "rows") -> Any:
             body = json.dumps({"sql": sql, "shape": shape}).encode()
@@ -268,8 +244,9 @@ def run_sensorlake(fleet: Fleet, work: Path) -> Figures:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-    base, proc = start_up(config.data_dir, {"SENSORLAKE_QUERY__MAX_ROWS": "1000000",
-                                            "SENSORLAKE_QUERY__THREADS": "2"})
+    base, proc = start_up(SENSORLAKE, config.data_dir, {
+        "SENSORLAKE_QUERY__MAX_ROWS": "1000000", "SENSORLAKE_QUERY__THREADS": "2",
+        "SENSORLAKE_LAKE__MAINTENANCE": "false"})
     try:
         ask("SELECT count(*) FROM telemetry")
         two_s, _ = timed(lambda: ask(LAKE_HOURLY))
@@ -290,21 +267,6 @@ def run_sensorlake(fleet: Fleet, work: Path) -> Figures:
                f"{day_rows_s * 1000:.0f} ms; in-process engine to Arrow (no HTTP, no JSON): hourly "
                f"{embedded_hourly_s * 1000:.0f} ms, one device {embedded_day_s * 1000:.0f} ms"),
     )
-
-
-def start_up(data_dir: Path, env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
-    """`sensorlake up` on the loaded data folder, as a user runs it (maintenance off: done)."""
-    port = free_port()
-    environ = dict(os.environ, SENSORLAKE_STREAM__PORT=str(free_port()),
-                   SENSORLAKE_SERVER__MQTTS_PORT=str(free_port()),
-                   SENSORLAKE_LAKE__MAINTENANCE="false", **env)
-    proc = subprocess.Popen([sys.executable, "-m", "sensorlake.cli", "up", "--data-dir",
-                             str(data_dir), "--http-port", str(port), "--mqtt-port",
-                             str(free_port())], env=environ, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    wait_for(f"{base}/healthz", proc, "sensorlake up")
-    return base, proc
 
 
 def load_lines(fleet: Fleet, url: str) -> float:
