@@ -84,16 +84,23 @@ def test_sigkill_during_maintain_leaves_a_table_that_reads_the_same(tmp_path: Pa
                SENSORLAKE_LAKE__KEEP_SNAPSHOTS_HOURS="0.0001",
                SENSORLAKE_LAKE__MAX_SNAPSHOTS="2", SENSORLAKE_LAKE__ORPHAN_GRACE="10",
                SENSORLAKE_QUERY__TIMEOUT="1")
+    maintain = [*SENSORLAKE, "maintain", "--data-dir", str(config.data_dir)]
     rng = random.Random(8)
     written = 0
+    for _ in range(4):
+        commit(telemetry, written + 1, 25)
+        written += 25
+    started = time.monotonic()  # one whole run first: the kills below spread over its length
+    subprocess.run(maintain, env=env, capture_output=True, timeout=120, check=True)
+    whole_run = time.monotonic() - started
     killed = 0
     for cycle in range(12):
         for _ in range(4):
             commit(telemetry, written + 1, 25)
             written += 25
-        proc = subprocess.Popen([*SENSORLAKE, "maintain", "--data-dir", str(config.data_dir)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.8, 2.5))  # imports take ~1 s: kill in every phase
+        proc = subprocess.Popen(maintain, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.0) * whole_run)  # past the imports, into every phase
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
@@ -103,10 +110,10 @@ def test_sigkill_during_maintain_leaves_a_table_that_reads_the_same(tmp_path: Pa
         assert sorted(got) == list(range(1, written + 1)), f"cycle {cycle}"
         for task in table.scan().plan_files():
             assert Path(task.file.file_path.removeprefix("file://")).exists(), f"cycle {cycle}"
-    assert killed >= 6, "too few runs were killed to mean anything"
+    assert killed >= 6, f"only {killed} of 12 runs were killed: too few to mean anything"
 
-    done = subprocess.run([*SENSORLAKE, "maintain", "--data-dir", str(config.data_dir)],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(maintain, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
     assert done.returncode == 0, done.stderr
     table = open_catalog(config).load_table(("sensorlake", "telemetry"))
     got = table.scan(selected_fields=("n",)).to_arrow()["n"].to_pylist()
