@@ -9,6 +9,7 @@ name and the fix, instead of surfacing later as a strange runtime error.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -213,6 +214,15 @@ MIN_QUERY_MEMORY = 16 * MiB
 """Below this DuckDB cannot even plan a scan of the lake's Parquet files."""
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container or `taskset` may allow fewer than the
+    machine has)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def size_bytes(text: str) -> int:
     """Bytes of a size as DuckDB writes it ("512MB", "1.5 GiB"); ValueError when it is not one.
 
@@ -237,9 +247,11 @@ class QueryConfig(_Section):
     memory_limit: str = "512MB"
     """Most memory one query may use, e.g. "512MB" or "2GB"; a query needing more fails with a
     message naming this key (nothing spills to disk). Each running query has its own limit."""
-    threads: int = Field(1, ge=1, le=256)
-    """CPU threads one query may use. 1 (the default) leaves the other cores to ingest and the
-    lake writer, so a heavy query never slows acknowledgements on a 2-core board."""
+    threads: int = Field(default_factory=usable_cores, ge=1, le=256)
+    """CPU threads one query may use; by default every core this process may run on. Ingest
+    barely notices (`benchmarks/query_threads.py`: on 2 cores, acknowledgement p99 20 ms with one
+    thread and 22 ms with two while week-long queries run back to back) and a long query takes
+    half the time; 1 keeps a query off the other cores altogether."""
     tail_bytes: int = Field(8 * MiB, ge=1024, le=1024 * MiB)
     """Most uncommitted stream data one query reads and decodes to show readings not yet in the
     lake (the oldest first). Bounds a small query's latency however far the writer is behind;

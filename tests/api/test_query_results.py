@@ -43,3 +43,20 @@ def test_columns_shape_gives_one_array_per_column(lake: Sensorlake) -> None:
                        timeout=30)
     assert wrong.status_code == 400
     assert "'shape'" in wrong.json()["error"]
+
+
+def test_columns_and_rows_carry_the_same_values_whatever_their_type(lake: Sensorlake) -> None:
+    import httpx
+
+    sql = ("SELECT range AS n, range::TINYINT AS small, range / 3 AS third, (range / 4)::REAL AS"
+           " real, CASE WHEN range = 1 THEN 'nan'::DOUBLE WHEN range = 2 THEN 'inf'::DOUBLE"
+           " ELSE -0.0 END AS odd, make_timestamptz(1767225600000000 + range * 250000) AS at,"
+           " CASE WHEN range = 1 THEN NULL ELSE range END AS gaps, 'x' || range AS text"
+           " FROM range(5)")
+    rows = httpx.post(f"{lake.url}/api/v1/query", json={"sql": sql}, timeout=30).json()["rows"]
+    data = httpx.post(f"{lake.url}/api/v1/query", json={"sql": sql, "shape": "columns"},
+                      timeout=30).json()["data"]
+    assert [list(r) for r in zip(*data, strict=True)] == rows
+    assert data[5][:2] == ["2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00.250000+00:00"]
+    assert data[4][1:3] == [None, None]  # NaN and infinity: null, as in rows
+    assert data[3][1] == 0.25

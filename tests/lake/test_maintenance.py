@@ -341,3 +341,31 @@ def test_compacted_files_are_delta_encoded_and_read_the_same_by_a_second_reader(
     assert len(list(telemetry.table.scan(
         row_filter=f"ts >= '{(datetime.now(UTC) - timedelta(hours=1)).isoformat()}'"
     ).plan_files())) == 1
+
+
+def test_compacted_row_groups_are_small_enough_to_skip_other_devices(
+        catalog: Catalog) -> None:  # noqa: F811
+    """One device's day at 1/s is 86,400 rows: a row group of a million would make a reader
+    decode every other device's readings beside it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyiceberg.typedef import Record
+
+    from sensorlake.lake.parquet import ROW_GROUP_ROWS, write_data_file
+
+    telemetry, _ = outputs(catalog)
+    commit(telemetry, 1, 3)
+    table = telemetry.table
+    table.refresh()
+    (existing,) = (t.file for t in table.scan().plan_files())
+    sample = table.scan().to_arrow()
+    rows = pa.concat_tables([sample] * 100_000)  # 300,000 rows
+    assert ROW_GROUP_ROWS <= 2 * 86_400
+    for limit, groups in ((None, 3), ("50000", 6)):
+        if limit is not None:
+            with table.transaction() as tx:
+                tx.set_properties({"write.parquet.row-group-limit": limit})
+        written = write_data_file(table, rows, existing.spec_id, Record(*existing.partition))
+        path = written.file_path.removeprefix("file://")
+        assert pq.ParquetFile(path).metadata.num_row_groups == groups, limit
+        assert written.record_count == rows.num_rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,11 +28,14 @@ def _engine(tmp_path: Path, **query: Any) -> QueryEngine:
                                    environ={}))
 
 
-def test_the_limits_default_to_what_a_small_board_can_spare(
+def test_the_limits_default_to_what_a_small_board_can_spare_and_every_core(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     limits = load_config(environ={}).query
-    assert (limits.timeout, limits.memory_limit, limits.threads) == (30.0, "512MB", 1)
+    cores = len(os.sched_getaffinity(0))
+    assert (limits.timeout, limits.memory_limit, limits.threads) == (30.0, "512MB", cores)
+    pinned = load_config(environ={"SENSORLAKE_QUERY__THREADS": "1"}).query
+    assert pinned.threads == 1
 
 
 @pytest.mark.parametrize("value", ["512XB", "lots", "512", "1KB", "-1GB"])
@@ -124,3 +128,23 @@ def test_a_query_past_its_memory_limit_is_answered_with_that_limit(fresh: Sensor
     assert "needed more memory than query.memory_limit (64MB)" in answer.json()["error"]
     assert "SENSORLAKE_QUERY__MEMORY_LIMIT" in answer.json()["hint"]
     assert fresh.query("SELECT 42")["rows"] == [[42]]
+
+
+def test_the_documented_time_bucket_counts_each_reading_in_its_own_hour(tmp_path: Path) -> None:
+    """docs/operations.md's fast form, as written there, on the last instant of an hour."""
+    import re
+
+    text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    found = re.search(r"`(make_timestamptz\(epoch_us\(ts\)[^`]*)` for hours", text)
+    assert found, "the hourly bucket is no longer documented where this test looks"
+    bucket = found.group(1)
+    engine = _engine(tmp_path)
+    rows = engine.execute(
+        f"SELECT {bucket} FROM (VALUES (TIMESTAMPTZ '2026-05-01 12:59:59.7+00'),"
+        " (TIMESTAMPTZ '2026-05-01 12:00:00+00'), (TIMESTAMPTZ '2026-05-01 11:59:59.999999+00'))"
+        " AS t(ts)").rows
+    assert [r[0].isoformat() for r in rows] == [
+        "2026-05-01T12:00:00+00:00", "2026-05-01T12:00:00+00:00", "2026-05-01T11:00:00+00:00"]
+    rounded = engine.execute("SELECT to_timestamp(epoch(TIMESTAMPTZ '2026-05-01 12:59:59.7+00')"
+                             "::BIGINT // 3600 * 3600)").rows
+    assert rounded[0][0].hour == 13  # what the docs warn of

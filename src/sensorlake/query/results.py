@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -46,10 +47,13 @@ class QueryResult:
         `shape="columns"` gives `data`, one array per column, instead of `rows`: what chart
         libraries draw from, and for a long result several times cheaper to build and parse.
         """
-        columns = [_json_values(self.table.column(i)) for i in range(self.table.num_columns)]
-        values: dict[str, Any] = (
-            {"data": columns} if shape == "columns"
-            else {"rows": list(zip(*columns, strict=True))})  # tuples: orjson writes arrays
+        values: dict[str, Any]
+        if shape == "columns":
+            values = {"data": [_json_array(self.table.column(i))
+                               for i in range(self.table.num_columns)]}
+        else:
+            columns = [_json_values(self.table.column(i)) for i in range(self.table.num_columns)]
+            values = {"rows": list(zip(*columns, strict=True))}  # tuples: orjson writes arrays
         return {
             "columns": self.columns,
             "types": self.types,
@@ -88,6 +92,24 @@ def _python_values(column: pa.ChunkedArray) -> list[Any]:
         return mapped
     values: list[Any] = column.to_pylist()  # the option above costs 10× on every column
     return values
+
+
+def _json_array(column: pa.ChunkedArray) -> Any:
+    """A column as one JSON array. Numbers and UTC times without nulls are written by orjson
+    straight from their numpy view (5 ms instead of 20 for a day of one-second timestamps);
+    anything else through Python values."""
+    kind = column.type
+    if column.null_count == 0 and len(column):
+        if pa.types.is_floating(kind) or pa.types.is_integer(kind):
+            if pa.types.is_floating(kind) and not pa.types.is_float64(kind):
+                column = column.cast(pa.float64())  # the value Python would have, as before
+            return orjson.Fragment(orjson.dumps(column.to_numpy(),
+                                                option=orjson.OPT_SERIALIZE_NUMPY))
+        if _utc_micros(kind):  # numpy's datetime64 is naive: written as UTC, "+00:00"
+            times = column.cast(pa.timestamp("us")).to_numpy()
+            return orjson.Fragment(orjson.dumps(
+                times, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC))
+    return _json_values(column)
 
 
 def _json_values(column: pa.ChunkedArray) -> list[Any]:
