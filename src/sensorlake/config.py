@@ -159,6 +159,11 @@ class LakeConfig(_Section):
     """Seconds the writer buffers before committing a snapshot."""
     flush_rows: int = Field(100_000, ge=1)
     """Readings that trigger a commit before flush_interval."""
+    rule_flush_interval: float = Field(5.0, ge=0, le=3600)
+    """Seconds a rule's results may wait in memory for more before its table is committed
+    (or flush_rows of them): each commit of a table costs ~40 ms whatever its size, so under
+    load, committing every rule table with every telemetry commit would cost more than the
+    readings. 0: with every commit of telemetry."""
     flush_bytes: int = Field(64 * MiB, ge=1024)
     """Buffered payload bytes that trigger a commit before flush_interval."""
     stall_timeout: float = Field(60.0, ge=3, le=3600)
@@ -280,6 +285,45 @@ class LogConfig(_Section):
     """Write logs as JSON lines instead of plain text."""
 
 
+RESERVED_TABLES = frozenset({"telemetry", "dead_letter", "anomalies", "device_state"})
+"""Tables sensorlake writes itself, or will: a rule's `table` cannot take one of these names."""
+
+_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+_NOT_YET = frozenset({"republish", "http", "state"})
+"""Rule actions accepted by the config's shape and checked, but not run yet: refused rather
+than silently ignored."""
+
+
+class RuleConfig(_Section):
+    """One `[[rules]]` entry: AWS IoT SQL over every batch, and where its results go."""
+
+    name: str = Field(pattern=_NAME)
+    """Names the rule in errors, metrics and `sensorlake rules`; lower case, digits and `_`."""
+    sql: str = Field(min_length=1)
+    """`SELECT … FROM 'topic/filter' [WHERE …]` in AWS IoT SQL (see docs/rules.md)."""
+    enabled: bool = True
+    """Off: the rule is checked but not run; its table keeps its data."""
+    table: str | None = Field(None, pattern=_NAME)
+    """Action: append each result row to this Iceberg table (created on first use, its schema
+    following the SELECT), exactly once like `telemetry`."""
+    partition_by: str | None = None
+    """How `table` is partitioned: `day(ts)` (the default), `hour(ts)`, or another field
+    (`timestamp_sent`, `day(timestamp_sent)`)."""
+    republish: str | None = None
+    """Action: publish each result row as JSON to this MQTT topic (`${topic(2)}` substituted)."""
+    http: str | None = None
+    """Action: POST result rows as a JSON array to this URL, with retries and backoff."""
+    state: bool = False
+    """Action: update device state from the result rows."""
+    alert: str | None = None
+    """Action: raise an alert on this channel for every result row."""
+
+    @property
+    def actions(self) -> list[str]:
+        return [name for name in ("table", "republish", "http", "alert")
+                if getattr(self, name)] + (["state"] if self.state else [])
+
+
 class Config(_Section):
     data_dir: Path = Field(Path(DEFAULT_DATA_DIR), validate_default=True)
     """Folder for the stream store, the catalog, the warehouse and runtime files."""
@@ -291,6 +335,46 @@ class Config(_Section):
     query: QueryConfig = QueryConfig()
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
+    rules: tuple[RuleConfig, ...] = ()
+    """`[[rules]]`: AWS IoT SQL rules run on every batch (docs/rules.md)."""
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, rules: tuple[RuleConfig, ...]) -> tuple[RuleConfig, ...]:
+        names: set[str] = set()
+        tables: dict[str, str] = {}
+        for rule in rules:
+            key = f"rules.{rule.name}"
+            if rule.name in names:
+                raise ConfigError(key, "two rules have this name",
+                                  hint="give each [[rules]] entry a name of its own")
+            names.add(rule.name)
+            if not rule.actions:
+                raise ConfigError(key, "the rule has no action, so its results would go nowhere",
+                                  hint='add table = "NAME", republish = "TOPIC", '
+                                       'http = "URL", state = true or alert = "CHANNEL"')
+            if rule.table is not None:
+                if rule.table in RESERVED_TABLES:
+                    raise ConfigError(f"{key}.table", f"'{rule.table}' is a table sensorlake "
+                                      "writes itself", hint="choose another table name")
+                if rule.table in tables:
+                    raise ConfigError(f"{key}.table", f"rule '{tables[rule.table]}' writes "
+                                      f"table '{rule.table}' already",
+                                      hint="give each rule a table of its own")
+                tables[rule.table] = rule.name
+            if rule.partition_by is not None and rule.table is None:
+                raise ConfigError(f"{key}.partition_by", "partition_by needs a table action",
+                                  hint='add table = "NAME" or remove partition_by')
+        if rules:
+            from sensorlake.rules.dialect import check_rule  # imports DuckDB: only with rules
+
+            for rule in rules:
+                check_rule(rule)
+                for action in _NOT_YET & set(rule.actions):
+                    raise ConfigError(f"rules.{rule.name}.{action}", f"the {action} action is "
+                                      "not available in this version yet",
+                                      hint='store the results with table = "NAME" for now')
+        return rules
 
     @field_validator("data_dir")
     @classmethod
@@ -313,6 +397,8 @@ def _known_keys(model: type[BaseModel]) -> list[str]:
 
 
 def _section_model(path: tuple[str, ...]) -> type[BaseModel]:
+    if path[:1] == ("rules",):
+        return RuleConfig
     model: type[BaseModel] = Config
     for part in path:
         field = model.model_fields.get(part)
@@ -328,6 +414,8 @@ def _error_from_validation(exc: ValidationError) -> ConfigError:
     first = exc.errors()[0]
     loc = tuple(str(p) for p in first["loc"])
     key = ".".join(loc) or "(root)"
+    if loc[:1] == ("rules",) and len(loc) > 1 and loc[1].isdigit():
+        key = ".".join((f"rules[{loc[1]}]", *loc[2:]))  # the n-th [[rules]], from 0
     if first["type"] == "extra_forbidden":
         model = _section_model(loc[:-1])
         close = difflib.get_close_matches(loc[-1], _known_keys(model), n=1)

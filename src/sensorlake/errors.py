@@ -148,3 +148,10 @@ class AgentError(SensorlakeError):
     bundle or queue folder it cannot use; the message names which and how to fix it."""
 
     status = 400
+
+
+class RowsRefused(SensorlakeError):
+    """Rows an output cannot store for what they hold, not for the state of its destination:
+    retrying cannot help, so the pipeline isolates them into dead_letter at once."""
+
+    status = 400

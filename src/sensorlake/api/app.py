@@ -212,6 +212,19 @@ def create_app(ctx: ApiContext) -> Starlette:
         names = await asyncio.to_thread(ctx.engine.table_names)
         return JSONResponse({"tables": names})
 
+    async def rules(request: Request) -> Response:
+        """The configured rules, with what the worker counted for each since it started."""
+        status = await writer_status(ctx.client)
+        counted = (status or {}).get("rules") or {}
+        listed = []
+        for rule in cfg.rules:
+            counters = counted.get(rule.name) or {"matched": 0, "emitted": 0, "errors": 0,
+                                                  "last_error": None}
+            listed.append({"name": rule.name, "sql": rule.sql, "enabled": rule.enabled,
+                           "actions": rule.actions, "table": rule.table,
+                           "running": rule.name in counted, **counters})
+        return JSONResponse({"rules": listed, "worker": "running" if status else "unavailable"})
+
     async def describe(request: Request) -> Response:
         info = await asyncio.to_thread(ctx.engine.describe, request.path_params["name"])
         return JSONResponse(info)
@@ -286,6 +299,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/api/v1/tables", tables, methods=["GET"]),
         Route("/api/v1/tables/{name}", describe, methods=["GET"]),
         Route("/api/v1/devices", devices, methods=["GET"]),
+        Route("/api/v1/rules", rules, methods=["GET"]),
         Route("/api/v1/simulate", simulate_start, methods=["POST"]),
         Route("/api/v1/simulate/{id}", simulate_get, methods=["GET"]),
         Route("/api/v1/simulate/{id}", simulate_stop, methods=["DELETE"]),
@@ -298,6 +312,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         "/api/v1/tables": Scope.read,
         "/api/v1/tables/{name}": Scope.read,
         "/api/v1/devices": Scope.read,
+        "/api/v1/rules": Scope.read,
         "GET /api/v1/simulate/{id}": Scope.read,
     }
     guard = Middleware(AccessGuard, access=Access(cfg, local_token=ctx.local_token),

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from sensorlake import __version__
-from sensorlake.cli import agent, devices, keys, simulate
+from sensorlake.cli import agent, devices, keys, rules, simulate
 from sensorlake.cli.common import ConfigOpt, DataDirOpt, FormatOpt, err
 from sensorlake.cli.common import load as _load
 from sensorlake.cli.output import Format, emit_doc, emit_rows
@@ -31,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(devices.app, name="devices")
 app.add_typer(keys.app, name="keys")
+app.add_typer(rules.app, name="rules")
 app.command()(simulate.simulate)
 app.command()(agent.agent)
 app.command()(simulate.bench)

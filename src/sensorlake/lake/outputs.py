@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
 
 from sensorlake import faults
 from sensorlake.faults import Faults
@@ -76,20 +76,16 @@ class TableOutput:
 
     def seal(self) -> pa.Table | None:
         pending, self._pending = self._pending, []
-        if not pending:
-            return None
-        if len(pending) == 1:
-            return pending[0]
-        # Later batches may carry fields earlier ones lack (the schema only grows): Arrow fills
-        # them with nulls, nested struct fields included; the newest batch's order is kept.
-        combined = pa.concat_tables(pending, promote_options="default")
-        return combined.select(pending[-1].schema.names)
+        return combine(pending)
 
     def discard(self) -> None:
         self._pending = []
 
     def write(self, rows: pa.Table | None, through: Position) -> None:
         self._commit(rows, {POSITION_PROPERTY: through.encode()})
+
+    def _evolve(self, tx: Transaction) -> None:
+        """More table changes once the schema has grown, in the same commit (none here)."""
 
     def _commit(self, rows: pa.Table | None, properties: dict[str, str]) -> None:
         self._faults.hit(faults.BEFORE_COMMIT)
@@ -101,6 +97,7 @@ class TableOutput:
         if evolves and rows is not None:
             with tx.update_schema() as update:
                 update.union_by_name(rows.schema)
+            self._evolve(tx)
         if rows is not None and rows.num_rows:
             if self._sort_by and rows.num_rows > 1:
                 rows = rows.sort_by(self._sort_by)
@@ -129,6 +126,18 @@ class DeadLetterOutput(TableOutput):
         key = position_key(writer)
         value = done.merged(through).encode()
         self._commit(rows if rows.num_rows else None, {key: value})
+
+
+def combine(pending: list[pa.Table]) -> pa.Table | None:
+    """One table of batches in arrival order. Later batches may carry fields earlier ones lack
+    (the schema only grows): Arrow fills them with nulls, nested struct fields included; the
+    newest batch's column order is kept."""
+    if not pending:
+        return None
+    if len(pending) == 1:
+        return pending[0]
+    combined = pa.concat_tables(pending, promote_options="default")
+    return combined.select(pending[-1].schema.names)
 
 
 def telemetry_output(catalog: Catalog, namespace: str, fault_points: Faults) -> TableOutput:

@@ -28,6 +28,7 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
 )
 
+from sensorlake.errors import RowsRefused
 from sensorlake.lake.records import after
 from sensorlake.lake.tables import BASE_COLUMNS, DEAD_LETTER_ARROW, STREAM_FIELD
 from sensorlake.metrics import WriterMetrics
@@ -112,6 +113,8 @@ class Committer:
                     log.warning("%s: the write reported %s but did land", output.name, exc)
                     break
                 failures += 1
+                if isinstance(exc, RowsRefused):  # about the rows: no retry can help
+                    failures = max(failures, TERMINAL_AFTER)
                 log.error("%s: write up to %s failed (%s, %s): %s", output.name,
                           target.encode(), "transient" if transient else "terminal",
                           failures, exc)
@@ -169,6 +172,9 @@ class Committer:
                           output.name, part.num_rows, exc)
                 rejects.reject(output.name, dead_rows(part, reason), reach)
                 self._metrics.rejected.inc(part.num_rows)
+                noted = getattr(output, "note_rejected", None)  # an output that counts its own
+                if noted is not None:
+                    noted(part.num_rows, str(exc))
                 position = reach
         output.write(None, target)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from nats.aio.msg import Msg
+from pyiceberg.catalog import Catalog
 
 from sensorlake.config import Config
 from sensorlake.devices.policy import load_policy
@@ -24,9 +25,11 @@ from sensorlake.faults import Faults
 from sensorlake.ingest.identity import IdentityRules
 from sensorlake.lake.catalog import open_catalog
 from sensorlake.lake.fields import FieldLimits
-from sensorlake.lake.outputs import dead_letter_output, telemetry_output
+from sensorlake.lake.outputs import TableOutput, dead_letter_output, telemetry_output
 from sensorlake.lake.records import Decoder
+from sensorlake.lake.tables import read_position
 from sensorlake.metrics import WriterMetrics
+from sensorlake.pipeline.output import Output
 from sensorlake.pipeline.upkeep import keep_lake
 from sensorlake.pipeline.worker import Worker
 from sensorlake.stream.connection import StreamClient
@@ -64,9 +67,26 @@ def build_worker(config: Config, client: StreamClient, metrics: WriterMetrics,
     def decoder() -> Decoder:
         return Decoder(identity, telemetry.table.schema().as_arrow(), limits, load_policy(config))
 
-    # dead_letter first: a crash between the two (the between-outputs fault point) leaves
-    # telemetry behind, which the next session catches up from the lake's positions.
-    return Worker(config, client, [dead, telemetry], dead, decoder, metrics, fault_points)
+    # dead_letter first: a crash between outputs (the between-outputs fault point) leaves the
+    # later ones behind, which the next session catches up from the lake's positions.
+    outputs = [dead, telemetry, *rule_outputs(config, catalog, telemetry, fault_points)]
+    return Worker(config, client, outputs, dead, decoder, metrics, fault_points)
+
+
+def rule_outputs(config: Config, catalog: Catalog, telemetry: TableOutput,
+                 fault_points: Faults) -> list[Output]:
+    """An output per enabled rule with a table action; rules cost nothing when there are none."""
+    tabled = [rule for rule in config.rules if rule.enabled and rule.table]
+    if not tabled:
+        return []
+    from sensorlake.rules.evaluate import Evaluator, compile_rule
+    from sensorlake.rules.outputs import RuleTableOutput
+
+    evaluator = Evaluator()
+    return [RuleTableOutput(compile_rule(rule), evaluator, catalog, config.lake.namespace,
+                            lambda: read_position(telemetry.table), fault_points,
+                            hold_s=config.lake.rule_flush_interval)
+            for rule in tabled]
 
 
 async def run_worker(config: Config) -> None:

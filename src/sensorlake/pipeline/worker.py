@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -29,6 +29,7 @@ from sensorlake import faults
 from sensorlake.config import Config
 from sensorlake.errors import LakeError, StreamError
 from sensorlake.faults import Faults
+from sensorlake.lake.outputs import combine
 from sensorlake.lake.records import Decoder
 from sensorlake.metrics import WriterMetrics
 from sensorlake.pipeline.commit import Committer, is_transient
@@ -65,6 +66,38 @@ class _Window:
     acks: dict[str, tuple[int, str]] | None = None
 
 
+@dataclass
+class _Held:
+    """An output's sealed rows of several windows, waiting to be committed together."""
+
+    rows: list[pa.Table] = field(default_factory=list)
+    count: int = 0
+    since: float = 0.0
+    through: Position = field(default_factory=Position)
+    """Every held window's position, merged: the windows may cover different partitions, and
+    the commit must record them all, or a restart would read the rows' messages again."""
+
+    def take(self, rows: pa.Table | None, through: Position) -> bool:
+        """Add a window's rows; whether any are held now."""
+        if rows is not None and rows.num_rows:
+            if not self.rows:
+                self.since = time.monotonic()
+            self.rows.append(rows)
+            self.count += rows.num_rows
+        if self.rows:
+            self.through = self.through.merged(through)
+        return bool(self.rows)
+
+    def due(self, hold_s: float, max_rows: int) -> bool:
+        return self.count >= max_rows or time.monotonic() - self.since >= hold_s
+
+    def release(self, through: Position) -> tuple[pa.Table | None, Position]:
+        """The held rows, and the position they and this window bring the output to."""
+        rows, reach = combine(self.rows), self.through.merged(through)
+        self.rows, self.count, self.through = [], 0, Position()
+        return rows, reach
+
+
 class Worker:
     def __init__(
         self,
@@ -89,6 +122,8 @@ class Worker:
         for kind in ("transient", "terminal"):
             self._metrics.commit_failures.labels(kind)
         self._committed: dict[str, Position] = {o.name: Position() for o in self._outputs}
+        self._held: dict[str, _Held] = {}
+        """Rows of outputs that commit less often than every window (rule tables)."""
         self._unneeded: dict[str, Position] = {o.name: Position() for o in self._outputs}
         """Per output, what it had nothing to store from (since the session began)."""
         self._partitions: list[Partition] = []
@@ -111,6 +146,8 @@ class Worker:
             "progress_age_s": 0.0 if not busy else round(time.monotonic() - self._progress_at, 3),
             "degraded": ({"reason": min(failing)[1], "since": min(failing)[0]}
                          if failing else None),
+            "rules": {rule.name: asdict(rule.counters) for rule in
+                      (getattr(o, "rule", None) for o in self._outputs) if rule is not None},
         }
 
     # -- the loop ----------------------------------------------------------------------------
@@ -228,12 +265,13 @@ class Worker:
         for name, ack in (window.acks or {}).items():
             self._unacked.setdefault(name, []).append(ack)
         self._commit_task = asyncio.create_task(
-            self._commit(sealed, window.through, force), name="lake-commit")
+            self._commit(sealed, window.through, force, time.monotonic() - window.started),
+            name="lake-commit")
 
     async def _commit(self, sealed: dict[str, pa.Table | None], through: Position,
-                      force: bool) -> None:
+                      force: bool, window_s: float = 0.0) -> None:
         started = time.perf_counter()
-        rows = await asyncio.to_thread(self._commit_all, sealed, through, force)
+        rows = await asyncio.to_thread(self._commit_all, sealed, through, force, window_s)
         self._faults.hit(faults.AFTER_COMMIT)
         await self._ack()
         seconds = time.perf_counter() - started
@@ -245,19 +283,29 @@ class Worker:
             log.info("committed %s rows up to %s in %.3f s", rows, through.encode(), seconds)
         await self._update_lag()
 
-    def _commit_all(self, sealed: dict[str, pa.Table | None], through: Position, force: bool
-                    ) -> int:
+    def _commit_all(self, sealed: dict[str, pa.Table | None], through: Position, force: bool,
+                    window_s: float = 0.0) -> int:
         """In the commit thread: every output in turn (dead_letter first). An output with
         nothing to store for this window writes its position now and then only; until then it
         is known to need nothing up to `through` (`_unneeded`), which is all acks must know."""
         total = 0
         for output in self._outputs:
             rows = sealed[output.name]
+            hold = float(getattr(output, "hold_s", 0.0))
+            reach = through
+            if hold:  # a rule table: committed every hold_s seconds, not with every window
+                held = self._held.setdefault(output.name, _Held())
+                # Held only while windows come faster than hold_s (under load): an idle
+                # window is already that long, and holding it would double the latency.
+                if held.take(rows, through) and not force and window_s < hold and not held.due(
+                        hold, self._config.lake.flush_rows):
+                    continue  # kept in memory; its position stays, so acks wait for it
+                rows, reach = held.release(through)
             before = self._committed[output.name]
             self._committed[output.name] = self._committer.commit(
-                output, rows, through, before, self._rejects, force=force)
+                output, rows, reach, before, self._rejects, force=force)
             if rows is None or not rows.num_rows:
-                self._unneeded[output.name] = self._unneeded[output.name].merged(through)
+                self._unneeded[output.name] = self._unneeded[output.name].merged(reach)
             if rows is not None:
                 total += rows.num_rows
                 self._metrics.committed.labels(output.name).inc(rows.num_rows)
@@ -309,6 +357,7 @@ class Worker:
             self._commit_task = None
         for output in self._outputs:
             output.discard()
+        self._held.clear()
         self._window = _Window(started=time.monotonic())
         self._unacked.clear()
         await self._close_feeds()

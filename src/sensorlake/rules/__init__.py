@@ -1,0 +1,1 @@
+"""Rules: AWS IoT SQL over every batch, and the actions that take its results."""

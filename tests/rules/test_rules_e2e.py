@@ -1,0 +1,186 @@
+"""The two AWS IoT rules this project replaces, end to end: NOAA-style weather readings published
+over MQTT land in each rule's own table, values checked, next to telemetry."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Sensorlake
+from tests.pipeline.test_crash_safety import _healthy, _nats_pid, _worker_pid
+
+pytestmark = pytest.mark.slow
+
+RULES = '''
+[[rules]]
+name = "all_with_topic"
+sql = "SELECT topic() AS topic, * FROM 'iot-test-topic/+'"
+table = "delivered"
+
+[[rules]]
+name = "cold_stations"
+sql = """SELECT weather_station, latitude, longitude, elevation, time,
+       air_temperature.value AS air_temperature_value,
+       air_temperature.quality AS air_temperature_quality,
+       wind_speed.value AS wind_speed_value, weather_condition, sky_cover_condition
+       FROM 'sensor/weather' WHERE air_temperature.value < -5"""
+table = "cold_weather"
+'''
+
+
+def weather(station: str, temperature: float, at: str) -> bytes:
+    return json.dumps({
+        "device_id": station, "weather_station": station, "latitude": 46.5, "longitude": 7.9,
+        "elevation": 1834, "time": at, "ts": at,
+        "air_temperature": {"value": temperature, "quality": "1"},
+        "wind_speed": {"value": 3.5, "quality": "1"},
+        "weather_condition": ["snow", "fog"], "sky_cover_condition": "OVC"}).encode()
+
+
+def wait_count(lake: Sensorlake, table: str, count: int, timeout: float = 20) -> None:
+    """Until the rule's table holds `count` rows (its columns come with its first commit)."""
+    deadline = time.monotonic() + timeout
+    while (got := lake.rows(f"SELECT count(*) FROM {table}")[0][0]) < count:
+        assert time.monotonic() < deadline, (table, got, lake.log()[-3000:])
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def ruled(fresh: Sensorlake, tmp_path: Path) -> Sensorlake:
+    config = tmp_path / "sensorlake.toml"
+    config.write_text(RULES)
+    fresh.extra_args = ("--config", str(config))
+    return fresh.start()
+
+
+def test_both_aws_rules_fill_their_tables_from_mqtt(ruled: Sensorlake) -> None:
+    ruled.mqtt_publish("sensor/weather", [
+        weather("jungfraujoch", -12.5, "2026-01-10T06:00:00Z"),
+        weather("bern", 2.0, "2026-01-10T06:00:00Z"),
+        weather("saentis", -7.25, "2026-01-10T06:10:00Z")])
+    ruled.mqtt_publish("iot-test-topic/gh-1", [b'{"temperature": 21.5, "device_id": "gh-1"}'])
+    ruled.mqtt_publish("elsewhere/gh-2", [b'{"temperature": 99, "device_id": "gh-2"}'])
+
+    wait_count(ruled, "cold_weather", 2)
+    cold = ruled.rows(
+        "SELECT weather_station, air_temperature_value, air_temperature_quality, "
+        "wind_speed_value, weather_condition, sky_cover_condition, elevation, time "
+        "FROM cold_weather ORDER BY weather_station")
+    assert cold == [
+        ["jungfraujoch", -12.5, "1", 3.5, ["snow", "fog"], "OVC", 1834, "2026-01-10T06:00:00Z"],
+        ["saentis", -7.25, "1", 3.5, ["snow", "fog"], "OVC", 1834, "2026-01-10T06:10:00Z"]]
+    wait_count(ruled, "delivered", 1)
+    delivered = ruled.rows("SELECT topic, temperature, device_id FROM delivered")
+    assert delivered == [["iot-test-topic/gh-1", 21.5, "gh-1"]]
+    # telemetry holds everything, as before
+    assert ruled.wait_rows("SELECT count(*) FROM telemetry", 1) == [[5]]
+    listed = json.loads(ruled.cli("tables", "--format", "json").stdout)
+    names = {row[0] for row in listed["rows"]}
+    assert {"cold_weather", "delivered", "telemetry"} <= names
+
+
+def test_a_rule_starts_at_the_next_reading_and_restarts_exactly_once(ruled: Sensorlake) -> None:
+    ruled.mqtt_publish("sensor/weather", [weather(f"s{i}", -10.0 - i, "2026-01-10T06:00:00Z")
+                                          for i in range(20)])
+    sql = "SELECT count(*), count(DISTINCT weather_station) FROM cold_weather"
+    wait_count(ruled, "cold_weather", 20)
+    assert ruled.rows(sql) == [[20, 20]]
+    ruled.stop()
+    ruled.start()
+    ruled.mqtt_publish("sensor/weather", [weather("s99", -30.0, "2026-01-10T07:00:00Z")])
+    wait_count(ruled, "cold_weather", 21)
+    time.sleep(1.5)  # a second commit would have landed by now
+    assert ruled.rows(sql) == [[21, 21]]
+
+
+def test_a_rule_that_fails_on_a_reading_dead_letters_it_and_the_rest_carries_on(
+        fresh: Sensorlake, tmp_path: Path) -> None:
+    config = tmp_path / "sensorlake.toml"
+    config.write_text(RULES + '''
+[[rules]]
+name = "unpack"
+sql = "SELECT decode(packed, 'base64') AS text FROM 'blobs/+'"
+table = "unpacked"
+''')
+    fresh.extra_args = ("--config", str(config))
+    fresh.start()
+    fresh.mqtt_publish("blobs/a", [json.dumps({"packed": p}).encode()
+                                   for p in ("aGk=", "not base64!", "dGhlcmU=")])
+    fresh.mqtt_publish("sensor/weather", [weather("jungfraujoch", -12.5, "2026-01-10T06:00:00Z")])
+    wait_count(fresh, "unpacked", 2)
+    assert fresh.rows("SELECT text FROM unpacked ORDER BY seq") == [["hi"], ["there"]]
+    dead = fresh.wait_rows("SELECT reason, raw FROM dead_letter", 1, timeout=20)
+    assert len(dead) == 1, dead
+    reason, raw = dead[0]
+    assert "rule 'unpack'" in reason
+    assert "base64" in reason
+    assert "not base64!" in raw
+    wait_count(fresh, "cold_weather", 1)  # the other rules and telemetry carry on
+    assert fresh.rows("SELECT count(*) FROM telemetry") == [[4]]
+    listed = {r["name"]: r for r in httpx.get(f"{fresh.url}/api/v1/rules",
+                                                timeout=10).json()["rules"]}
+    assert set(listed) == {"all_with_topic", "cold_stations", "unpack"}
+    unpack = listed["unpack"]
+    assert (unpack["matched"], unpack["emitted"], unpack["errors"]) == (3, 2, 1)
+    assert "base64" in unpack["last_error"]
+    assert unpack["running"] is True
+    assert unpack["actions"] == ["table"]
+    assert listed["cold_stations"]["emitted"] == 1
+
+
+def test_every_acked_reading_is_in_the_rule_table_once_whatever_is_killed(
+        fresh: Sensorlake, tmp_path: Path) -> None:
+    """SIGKILL of `up` (and with it the worker) at random moments, while the rule's rows wait
+    in memory for lake.rule_flush_interval: each acknowledged reading ends up in the rule's table
+    exactly once, and each one the rule filters out never does."""
+    config = tmp_path / "sensorlake.toml"
+    config.write_text('''
+[[rules]]
+name = "odd"
+sql = "SELECT n, device_id FROM 'kill/+/t' WHERE n % 2 = 1"
+table = "odd_ones"
+''')
+    fresh.extra_args = ("--config", str(config))
+    fresh.flush_interval = 0.3
+    fresh.extra_env["SENSORLAKE_LAKE__RULE_FLUSH_INTERVAL"] = "1.5"
+    rng = random.Random(11)
+    acked: list[int] = []
+    n = 0
+    fresh.start()
+    for cycle in range(8):
+        stop_at = time.monotonic() + rng.uniform(0.5, 3.0)
+        while time.monotonic() < stop_at:
+            body = "\n".join(json.dumps({"device_id": f"k{i % 3}", "n": n + i})
+                             for i in range(50))
+            with contextlib.suppress(httpx.HTTPError):
+                reply = fresh.ingest(f"kill/k{n % 3}/t", body.encode(), "application/x-ndjson")
+                if reply.status_code == 200:
+                    acked.extend(range(n, n + 50))
+            n += 50
+            time.sleep(0.02)
+        if cycle % 2:  # the worker alone: `up` starts another
+            pid = _worker_pid(fresh)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+            _healthy(fresh, time.monotonic())
+        else:  # every process, then started again as a service manager would
+            assert fresh.proc is not None
+            for pid in [fresh.proc.pid, _nats_pid(fresh), *(p for p in [_worker_pid(fresh)] if p)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            fresh.proc.wait(10)
+            fresh.proc = None
+            fresh.start(timeout=60)
+    odd = [x for x in acked if x % 2 == 1]
+    wait_count(fresh, "odd_ones", len(odd), timeout=60)
+    time.sleep(2)  # a doubled commit would land by now
+    rows = fresh.rows("SELECT count(*), count(DISTINCT n), sum(n), min(n % 2) FROM odd_ones")
+    assert rows == [[len(odd), len(odd), sum(odd), 1]]
