@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sensorlake.configsource import (
     DEFAULT_DATA_DIR,
@@ -324,6 +332,16 @@ class RuleConfig(_Section):
                 if getattr(self, name)] + (["state"] if self.state else [])
 
 
+class ViewConfig(_Section):
+    """One `[[views]]` entry: a saved read-only query that every query can read as a table."""
+
+    name: str = Field(pattern=_NAME)
+    """The name queries read it by; lower case, digits and `_`."""
+    sql: str = Field(min_length=1)
+    """Any read-only query in DuckDB's SQL (UNNEST included) over the lake's tables and the
+    views defined before this one."""
+
+
 class Config(_Section):
     data_dir: Path = Field(Path(DEFAULT_DATA_DIR), validate_default=True)
     """Folder for the stream store, the catalog, the warehouse and runtime files."""
@@ -337,6 +355,39 @@ class Config(_Section):
     log: LogConfig = LogConfig()
     rules: tuple[RuleConfig, ...] = ()
     """`[[rules]]`: AWS IoT SQL rules run on every batch (docs/rules.md)."""
+    views: tuple[ViewConfig, ...] = ()
+    """`[[views]]`: saved queries that read like tables (docs/rules.md#saved-views)."""
+
+    @model_validator(mode="after")
+    def _views(self) -> Config:
+        if not self.views:
+            return self
+        from sensorlake.errors import QueryError
+        from sensorlake.query.engine import check_query  # imports DuckDB: only with views
+
+        taken = set(RESERVED_TABLES) | {r.table for r in self.rules if r.table}
+        defined: set[str] = set()
+        later = {v.name for v in self.views}
+        for view in self.views:
+            key = f"views.{view.name}"
+            if view.name in defined:
+                raise ConfigError(key, "two views have this name",
+                                  hint="give each [[views]] entry a name of its own")
+            if view.name in taken:
+                raise ConfigError(key, f"'{view.name}' is the name of a table",
+                                  hint="choose another name for the view")
+            try:
+                checked = check_query(view.sql)
+            except QueryError as exc:
+                raise ConfigError(f"{key}.sql", str(exc).split(" — ", 1)[0],
+                                  hint=exc.hint) from None
+            ahead = sorted((checked.tables or set()) & (later - defined - {view.name}))
+            if ahead or view.name in (checked.tables or set()):
+                raise ConfigError(f"{key}.sql", f"reads {', '.join(ahead) or view.name}, "
+                                  "defined after it (or itself)",
+                                  hint="a view reads the lake's tables and the views above it")
+            defined.add(view.name)
+        return self
 
     @field_validator("rules")
     @classmethod
@@ -399,6 +450,8 @@ def _known_keys(model: type[BaseModel]) -> list[str]:
 def _section_model(path: tuple[str, ...]) -> type[BaseModel]:
     if path[:1] == ("rules",):
         return RuleConfig
+    if path[:1] == ("views",):
+        return ViewConfig
     model: type[BaseModel] = Config
     for part in path:
         field = model.model_fields.get(part)
@@ -414,8 +467,8 @@ def _error_from_validation(exc: ValidationError) -> ConfigError:
     first = exc.errors()[0]
     loc = tuple(str(p) for p in first["loc"])
     key = ".".join(loc) or "(root)"
-    if loc[:1] == ("rules",) and len(loc) > 1 and loc[1].isdigit():
-        key = ".".join((f"rules[{loc[1]}]", *loc[2:]))  # the n-th [[rules]], from 0
+    if loc[:1] in (("rules",), ("views",)) and len(loc) > 1 and loc[1].isdigit():
+        key = ".".join((f"{loc[0]}[{loc[1]}]", *loc[2:]))  # the n-th entry, from 0
     if first["type"] == "extra_forbidden":
         model = _section_model(loc[:-1])
         close = difflib.get_close_matches(loc[-1], _known_keys(model), n=1)

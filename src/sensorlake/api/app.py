@@ -197,7 +197,7 @@ def create_app(ctx: ApiContext) -> Starlette:
                              hint='"columns" returns one array per column under "data"')
         checked = check_query(sql)
         tail = (await tail_from_stream(ctx.client, cfg, ctx.engine)
-                if checked.reads(TELEMETRY) else NO_TAIL)
+                if ctx.engine.reads(checked, TELEMETRY) else NO_TAIL)
 
         def answer() -> bytes:
             """In a thread, JSON included: a long result must not hold up the event loop,
@@ -210,7 +210,9 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     async def tables(request: Request) -> Response:
         names = await asyncio.to_thread(ctx.engine.table_names)
-        return JSONResponse({"tables": names})
+        views = ctx.engine.view_names()  # read like tables; listed with them and on their own
+        return JSONResponse({"tables": [n for n in names if n not in views] + views,
+                             "views": views})
 
     async def rules(request: Request) -> Response:
         """The configured rules, with what the worker counted for each since it started."""

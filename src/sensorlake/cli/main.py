@@ -147,7 +147,7 @@ def query(
         cfg = _load(config, data_dir)
         engine = QueryEngine(cfg)
         checked = check_query(sql)
-        tail = (asyncio.run(stream_tail(cfg, engine)) if checked.reads(TELEMETRY)
+        tail = (asyncio.run(stream_tail(cfg, engine)) if engine.reads(checked, TELEMETRY)
                 else NO_TAIL)
         doc = engine.execute(checked, tails={TELEMETRY: tail.table}, max_rows=max_rows,
                              notes=tail.notes).to_json()
@@ -177,11 +177,14 @@ def tables(config: ConfigOpt = None, data_dir: DataDirOpt = None, fmt: FormatOpt
     from sensorlake.query.engine import QueryEngine
 
     engine = QueryEngine(_load(config, data_dir))
-    rows = []
+    views = engine.view_names()
+    rows: list[tuple[object, ...]] = []
     for name in engine.table_names():
-        info = engine.describe(name)
-        rows.append((name, info["rows"], info["files"], info["snapshots"]))
-    emit_rows(["table", "rows", "files", "snapshots"], rows, fmt)
+        if name not in views:  # a saved view of the same name is what queries read
+            info = engine.describe(name)
+            rows.append((name, info["rows"], info["files"], info["snapshots"], "table"))
+    rows += [(name, None, None, None, "view") for name in views]
+    emit_rows(["table", "rows", "files", "snapshots", "kind"], rows, fmt)
 
 
 @app.command()

@@ -352,6 +352,29 @@ class QueryEngine:
         except Exception as exc:
             raise catalog_unreadable(self._config, exc) from exc
 
+    def view_names(self) -> list[str]:
+        """The saved views (`[[views]]`), which queries read like tables."""
+        return [view.name for view in self._config.views]
+
+    def reads(self, checked: CheckedQuery, table: str) -> bool:
+        """Whether the query reads `table`, itself or through a saved view."""
+        needed = self._needed(checked)
+        return needed is None or table.lower() in needed
+
+    def _needed(self, checked: CheckedQuery) -> set[str] | None:
+        """The tables and views a query reads, through the views it names; None: any."""
+        needed = checked.tables
+        if needed is None:
+            return None
+        needed = set(needed)
+        for view in reversed(self._config.views):  # a view reads only those above it
+            if view.name in needed:
+                reads = check_query(view.sql).tables
+                if reads is None:
+                    return None
+                needed |= reads
+        return needed
+
     def execute(
         self,
         query: str | CheckedQuery,
@@ -391,9 +414,11 @@ class QueryEngine:
         """Views of the tables the query names, each loaded and planned; the lake's other
         tables cost it nothing."""
         uncommitted = 0
+        needed = self._needed(checked)
+        views = self.view_names()
         for name in self.table_names():
-            if not checked.reads(name):
-                continue
+            if name in views or (needed is not None and name.lower() not in needed):
+                continue  # a view of the same name shadows a lake table
             table = self.load(name)
             files = self._data_files(
                 name, table, bounds if bounds is not None and bounds.table == name else None)
@@ -418,6 +443,16 @@ class QueryEngine:
             con.execute(
                 f"CREATE TEMP VIEW {quote_ident(name)} AS " + " UNION ALL BY NAME ".join(parts)
             )
+        for view in self._config.views:
+            if needed is None or view.name in needed:
+                try:
+                    con.execute(f"CREATE TEMP VIEW {quote_ident(view.name)} AS {view.sql}")
+                except duckdb.Error as exc:
+                    raise QueryError(f"the saved view '{view.name}' cannot be read: "
+                                     f"{_clean(exc)}",
+                                     hint=f"fix views.{view.name}.sql in sensorlake.toml "
+                                          "(`sensorlake query` it on its own to see why)"
+                                     ) from None
         return uncommitted
 
     def _data_files(self, name: str, table: Table, bounds: TimeBounds | None = None
