@@ -203,6 +203,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             """In a thread, JSON included: a long result must not hold up the event loop,
             which serves ingest."""
             result = ctx.engine.execute(checked, tails={TELEMETRY: tail.table},
+                                        loaded=tail.loaded,
                                         max_rows=max_rows, notes=tail.notes)
             return json_bytes(result.to_json(shape))
 

@@ -149,7 +149,8 @@ def query(
         checked = check_query(sql)
         tail = (asyncio.run(stream_tail(cfg, engine)) if engine.reads(checked, TELEMETRY)
                 else NO_TAIL)
-        doc = engine.execute(checked, tails={TELEMETRY: tail.table}, max_rows=max_rows,
+        doc = engine.execute(checked, tails={TELEMETRY: tail.table}, loaded=tail.loaded,
+                             max_rows=max_rows,
                              notes=tail.notes).to_json()
     notes: list[str] = doc.get("notes") or []
     extra: dict[str, Any] = {"uncommitted_rows": doc["uncommitted_rows"],

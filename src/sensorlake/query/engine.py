@@ -380,6 +380,7 @@ class QueryEngine:
         query: str | CheckedQuery,
         *,
         tails: Mapping[str, pa.Table | None] | None = None,
+        loaded: Mapping[str, Table] | None = None,
         max_rows: int | None = None,
         notes: list[str] | None = None,
     ) -> QueryResult:
@@ -388,7 +389,8 @@ class QueryEngine:
         tails = tails or {}
         limits = self._config.query
         with self._databases.connection() as con:
-            uncommitted = self._create_views(con, checked, tails, bounds_in(checked.tree))
+            uncommitted = self._create_views(con, checked, tails, bounds_in(checked.tree),
+                                             loaded or {})
             limit = max_rows if max_rows is not None else limits.max_rows
             with _Deadline(con, limits.timeout) as deadline:
                 try:
@@ -409,17 +411,22 @@ class QueryEngine:
             )
 
     def _create_views(self, con: duckdb.DuckDBPyConnection, checked: CheckedQuery,
-                      tails: Mapping[str, pa.Table | None], bounds: TimeBounds | None = None
-                      ) -> int:
+                      tails: Mapping[str, pa.Table | None], bounds: TimeBounds | None = None,
+                      loaded: Mapping[str, Table] | None = None) -> int:
         """Views of the tables the query names, each loaded and planned; the lake's other
         tables cost it nothing."""
         uncommitted = 0
         needed = self._needed(checked)
         views = self.view_names()
-        for name in self.table_names():
+        loaded = loaded or {}
+        # The tables already loaded (telemetry, for its tail) are all a query of them needs:
+        # the catalog is not listed again.
+        known = needed is not None and needed <= {*loaded, *views}
+        for name in (sorted(n for n in loaded if n in needed) if known and needed is not None
+                     else self.table_names()):
             if name in views or (needed is not None and name.lower() not in needed):
                 continue  # a view of the same name shadows a lake table
-            table = self.load(name)
+            table = loaded.get(name) or self.load(name)
             files = self._data_files(
                 name, table, bounds if bounds is not None and bounds.table == name else None)
             # The table's own schema always takes part: the files read (fewer when pruned)

@@ -36,6 +36,13 @@ class Tail:
     truncated: bool = False
     """The stream held more uncommitted data than a query reads (query.tail_bytes): the newest
     readings are left out until the writer catches up."""
+    source: Table | None = None
+    """The telemetry table as loaded to find the tail: the query reads this very snapshot, so
+    the table is loaded once per query, and the tail and the lake meet exactly."""
+
+    @property
+    def loaded(self) -> dict[str, Table]:
+        return {TELEMETRY: self.source} if self.source is not None else {}
 
     @property
     def notes(self) -> list[str]:
@@ -83,8 +90,8 @@ async def tail_from_stream(client: StreamClient, config: Config, engine: QueryEn
         log.warning("could not read the stream tail: %s", exc)
         return NO_TAIL
     if not any(drained.deliveries for _, drained in parts):
-        return Tail(None, truncated)
+        return Tail(None, truncated, table)
     decoder = Decoder(IdentityRules(config.ingest.device_id_from), table.schema().as_arrow(),
                       FieldLimits.from_config(config), await asyncio.to_thread(load_policy, config))
     batch = decoder.decode(parts)
-    return Tail(batch.readings if len(batch) else None, truncated)
+    return Tail(batch.readings if len(batch) else None, truncated, table)
