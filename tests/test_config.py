@@ -64,3 +64,15 @@ def test_every_setting_is_documented() -> None:
     doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
     missing = [key for key in documented_keys() if f"`{key}`" not in doc]
     assert not missing, f"docs/configuration.md lacks {missing}"
+
+
+def test_the_example_rule_and_view_load_once_uncommented(tmp_path: Path) -> None:
+    text = render_example()
+    start = text.index("# [[rules]]")
+    entries = "\n".join(line.removeprefix("# ") for line in text[start:].splitlines()
+                        if line.startswith("# ") and (" = " in line or line.startswith("# [[")))
+    path = tmp_path / "sensorlake.toml"
+    path.write_text(entries)
+    config = load_config(path, environ={})
+    assert [r.name for r in config.rules] == ["too_warm"]
+    assert [v.name for v in config.views] == ["latest"]

@@ -523,7 +523,23 @@ def render_example() -> str:
         for key in model.model_fields:
             lines.append(_doc_line(model, key))
             lines.append(f"# {key} = {_toml_value(defaults[section][key])}")
+    lines += ["", *_EXAMPLES.strip("\n").splitlines()]
     return "\n".join(lines) + "\n"
+
+
+_EXAMPLES = """
+# Rules: AWS IoT SQL over every batch of readings, into a table of their own (docs/rules.md).
+# [[rules]]
+# name = "too_warm"
+# sql = "SELECT device_id, temperature FROM 'farm/+/telemetry' WHERE temperature > 35"
+# table = "too_warm"
+
+# Saved views: a read-only query that every query reads like a table (docs/rules.md).
+# [[views]]
+# name = "latest"
+# sql = "SELECT device_id, max(ts) AS last_seen FROM telemetry GROUP BY device_id"
+"""
+"""Commented entries of the two arrays of tables, as `sensorlake init` writes them."""
 
 
 def _sections() -> dict[str, type[BaseModel]]:

@@ -46,10 +46,20 @@ class CompiledRule:
     translated: Translated
     counters: RuleCounters = field(default_factory=RuleCounters)
     _bound: dict[pa.Schema, str] = field(default_factory=dict)
+    _topics: dict[str, bool] = field(default_factory=dict)
+    """What the FROM filter said of each topic seen: a fleet repeats the same few."""
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def matches(self, topic: str) -> bool:
+        found = self._topics.get(topic)
+        if found is None:
+            if len(self._topics) > 100_000:
+                self._topics.clear()
+            found = self._topics[topic] = topic_matches([self.translated.topic_filter], topic)
+        return found
 
     def sql_for(self, schema: pa.Schema) -> str:
         sql = self._bound.get(schema)
@@ -74,14 +84,19 @@ class Evaluator:
             "enable_external_access": "false", "autoload_known_extensions": "false",
             "autoinstall_known_extensions": "false", "threads": "1"})
         self._db.execute("SET TimeZone = 'UTC'")
+        self._topics: tuple[pa.Table | None, list[str | None]] = (None, [])
 
     def matching(self, rule: CompiledRule, readings: pa.Table) -> pa.Table:
-        """The readings whose topic the rule's FROM filter matches."""
+        """The readings whose topic the rule's FROM filter matches. Every rule asks this of the
+        same batch in turn, so the batch's distinct topics are found once, and each rule
+        remembers what its filter said of a topic."""
         if not readings.num_rows or "topic" not in readings.column_names:
             return readings.slice(0, 0)
-        topics = pc.unique(readings["topic"]).to_pylist()
-        wanted = [t for t in topics if t is not None
-                  and topic_matches([rule.translated.topic_filter], t)]
+        cached = self._topics  # one tuple: the commit thread asks too, of other batches
+        if cached[0] is not readings:
+            cached = self._topics = (readings, pc.unique(readings["topic"]).to_pylist())
+        topics = cached[1]
+        wanted = [t for t in topics if t is not None and rule.matches(t)]
         if len(wanted) == len(topics):
             return readings
         return readings.filter(pc.is_in(readings["topic"], pa.array(wanted, pa.string())))
