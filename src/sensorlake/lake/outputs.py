@@ -35,6 +35,8 @@ REJECTED_BY = "rejected-by-"
 
 
 class TableOutput:
+    hold_s = 0.0
+
     def __init__(
         self,
         name: str,
@@ -80,6 +82,9 @@ class TableOutput:
 
     def discard(self) -> None:
         self._pending = []
+
+    def note_rejected(self, readings: int, error: str) -> None:
+        """Counted by the pipeline's metrics already; a rule's table counts them too."""
 
     def write(self, rows: pa.Table | None, through: Position) -> None:
         self._commit(rows, {POSITION_PROPERTY: through.encode()})

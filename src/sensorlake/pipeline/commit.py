@@ -172,9 +172,7 @@ class Committer:
                           output.name, part.num_rows, exc)
                 rejects.reject(output.name, dead_rows(part, reason), reach)
                 self._metrics.rejected.inc(part.num_rows)
-                noted = getattr(output, "note_rejected", None)  # an output that counts its own
-                if noted is not None:
-                    noted(part.num_rows, str(exc))
+                output.note_rejected(part.num_rows, str(exc))
                 position = reach
         output.write(None, target)
 

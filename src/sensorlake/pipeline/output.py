@@ -28,6 +28,10 @@ from sensorlake.stream.partitions import Position
 class Output(Protocol):
     name: str
     """Names the output in logs and metrics, and the position of its rejected rows."""
+    hold_s: float
+    """Seconds its sealed rows may wait in the worker for later windows, to be written together
+    (rule tables, under load); 0: written with every window. Until then its position stays, so
+    the messages are not acknowledged."""
 
     def load_position(self) -> Position:
         """What the destination holds (blocking I/O)."""
@@ -47,6 +51,10 @@ class Output(Protocol):
 
     def discard(self) -> None:
         """Forget what was added and not sealed (the pipeline starts over from the lake)."""
+        ...
+
+    def note_rejected(self, readings: int, error: str) -> None:
+        """The pipeline set `readings` of this output's apart into dead_letter (for counters)."""
         ...
 
 

@@ -291,7 +291,7 @@ class Worker:
         total = 0
         for output in self._outputs:
             rows = sealed[output.name]
-            hold = float(getattr(output, "hold_s", 0.0))
+            hold = output.hold_s
             reach = through
             if hold:  # a rule table: committed every hold_s seconds, not with every window
                 held = self._held.setdefault(output.name, _Held())

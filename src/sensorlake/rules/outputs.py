@@ -67,8 +67,7 @@ class RuleTableOutput(TableOutput):
                          lambda batch: evaluator.matching(rule, batch.readings),
                          fault_points=fault_points)
         self.rule = rule
-        self.hold_s = hold_s
-        """The worker commits this table every hold_s seconds (lake.rule_flush_interval)."""
+        self.hold_s = hold_s  # lake.rule_flush_interval
         self._evaluator = evaluator
         self._start_at = start_at
         kind, source = partition_field(rule.config.partition_by or "day(ts)")
