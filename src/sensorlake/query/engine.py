@@ -367,13 +367,17 @@ class QueryEngine:
         if needed is None:
             return None
         needed = set(needed)
-        for view in reversed(self._config.views):  # a view reads only those above it
-            if view.name in needed:
-                reads = check_query(view.sql).tables
+        for name, reads in reversed(self._view_reads):  # a view reads only those above it
+            if name in needed:
                 if reads is None:
                     return None
                 needed |= reads
         return needed
+
+    @cached_property
+    def _view_reads(self) -> list[tuple[str, set[str] | None]]:
+        """Each saved view and the tables it reads, parsed once: not again for every query."""
+        return [(view.name, check_query(view.sql).tables) for view in self._config.views]
 
     def execute(
         self,
