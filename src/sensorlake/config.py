@@ -72,6 +72,8 @@ class DevicesConfig(_Section):
     IoT policy with the thing-name variable. The default matches `ingest.device_id_from`."""
     commands: list[str] = Field(default_factory=lambda: ["cmd/{device}/#"])
     """MQTT topic filters a registered device may subscribe to (its command topics)."""
+    offline_after: float = Field(300.0, gt=0, le=30 * 86400)
+    """Seconds without a reading after which device state shows a device as offline."""
 
     def publish_filters(self, device: str) -> list[str]:
         return [t.replace("{device}", device) for t in self.topics]
@@ -297,7 +299,7 @@ RESERVED_TABLES = frozenset({"telemetry", "dead_letter", "anomalies", "device_st
 """Tables sensorlake writes itself, or will: a rule's `table` cannot take one of these names."""
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
-_NOT_YET = frozenset({"republish", "http", "state"})
+_NOT_YET = frozenset({"republish", "http"})
 """Rule actions accepted by the config's shape and checked, but not run yet: refused rather
 than silently ignored."""
 

@@ -98,6 +98,12 @@ class DeviceError(SensorlakeError):
     status = 400
 
 
+class DeviceNotSeen(DeviceError):
+    """No reading of this device is in device state."""
+
+    status = 404
+
+
 class CertificateError(SensorlakeError):
     """The sensorlake certificate authority or a certificate in the data dir is unusable."""
 

@@ -58,10 +58,13 @@ def test_query_formats(lake: Sensorlake, device: str) -> None:
 def test_tables_and_describe(lake: Sensorlake) -> None:
     out = lake.cli("tables", "-f", "json").stdout
     names = [row[0] for row in orjson.loads(out)["rows"]]
-    assert names == ["dead_letter", "telemetry"]
+    assert names == ["dead_letter", "telemetry", "device_state"]
     info = orjson.loads(lake.cli("describe", "telemetry", "-f", "json").stdout)
     assert info["table"] == "telemetry"
     assert info["columns"][0]["name"] == "topic"
+    state = orjson.loads(lake.cli("describe", "device_state", "-f", "json").stdout)
+    assert [c["name"] for c in state["columns"]][:3] == ["device_id", "online", "topic"]
+    assert state["location"].endswith("device_state.db")
     missing = lake.cli("describe", "nosuch", check=False)
     assert missing.returncode == 1
     assert "sensorlake tables" in missing.stderr

@@ -251,6 +251,21 @@ def _settled(lake: Sensorlake, timeout: float = 90.0) -> list[list[Any]]:
     return rows
 
 
+def _check_device_state(lake: Sensorlake) -> None:
+    """Device state counted every reading telemetry holds exactly once, whatever was killed:
+    it is one more output of the same contract (a crash between the two is caught up)."""
+    sql = ("SELECT device_id, count(*), count(DISTINCT (stream, seq)) FROM telemetry "
+           "GROUP BY 1 ORDER BY 1")
+    deadline = time.monotonic() + 20
+    while True:
+        expected = lake.rows(sql)
+        state = lake.rows("SELECT device_id, readings, messages FROM device_state ORDER BY 1")
+        if state == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert state == expected
+
+
 def _check_files(lake: Sensorlake) -> None:
     """Every file the committed tables reference exists, and each table reads in full."""
     catalog = load_catalog("sensorlake", type="sql",
@@ -290,6 +305,7 @@ def _verify(lake: Sensorlake, mqtt_load: MqttLoad, http_load: HttpLoad) -> dict[
         problems.append(f"{len(unknown)} readings nobody sent, e.g. {unknown[:10]}")
     assert not problems, "; ".join(problems) + f"\n{lake.log()[-4000:]}"
     _check_files(lake)
+    _check_device_state(lake)
     return {"mqtt acked": len(mqtt_load.acked), "http acked": len(http_load.acked)}
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from sensorlake.config import load_config
 from sensorlake.errors import LakeError
-from sensorlake.query.engine import QueryEngine, mask_uri
+from sensorlake.lake.catalog import mask_uri
+from sensorlake.query.engine import QueryEngine
 from tests.conftest import Sensorlake, free_port
 
 

@@ -33,6 +33,7 @@ sql = """SELECT weather_station, latitude, longitude, elevation, time,
        wind_speed.value AS wind_speed_value, weather_condition, sky_cover_condition
        FROM 'sensor/weather' WHERE air_temperature.value < -5"""
 table = "cold_weather"
+state = true
 '''
 
 
@@ -84,7 +85,27 @@ def test_both_aws_rules_fill_their_tables_from_mqtt(ruled: Sensorlake) -> None:
     assert ruled.wait_rows("SELECT count(*) FROM telemetry", 1) == [[5]]
     listed = json.loads(ruled.cli("tables", "--format", "json").stdout)
     names = {row[0] for row in listed["rows"]}
-    assert {"cold_weather", "delivered", "telemetry"} <= names
+    assert {"cold_weather", "delivered", "telemetry", "device_state"} <= names
+
+    # device state, as the DynamoDB table held it: every station's latest reading, and the
+    # cold-station rule's row for the stations it matched (state = true)
+    states = {}
+    for station in ("jungfraujoch", "bern", "saentis"):
+        reply = httpx.get(f"{ruled.url}/api/v1/devices/{station}", timeout=10)
+        assert reply.status_code == 200, reply.text
+        states[station] = reply.json()
+    assert states["bern"]["values"]["air_temperature"] == {"value": 2.0, "quality": "1"}
+    assert states["bern"]["rules"] == {}
+    cold = states["saentis"]["rules"]["cold_stations"]
+    assert cold["values"]["air_temperature_value"] == -7.25
+    assert cold["values"]["weather_condition"] == ["snow", "fog"]
+    assert cold["last_seen"] == "2026-01-10T06:10:00+00:00"
+    deadline = time.monotonic() + 20
+    while not (rows := ruled.rows(
+            "SELECT device_id, rules.cold_stations.air_temperature_value FROM device_state "
+            "WHERE rules IS NOT NULL ORDER BY 1")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # a rule's state comes with the worker's commit
+    assert rows == [["jungfraujoch", -12.5], ["saentis", -7.25]]
 
 
 def test_a_rule_starts_at_the_next_reading_and_restarts_exactly_once(ruled: Sensorlake) -> None:

@@ -29,6 +29,7 @@ from sensorlake.config import Config
 from sensorlake.devices.listing import COLUMNS as DEVICE_COLUMNS
 from sensorlake.devices.listing import device_rows
 from sensorlake.errors import (
+    DeviceNotSeen,
     IngestError,
     PayloadTooLarge,
     QueryError,
@@ -44,6 +45,8 @@ from sensorlake.metrics import ApiMetrics
 from sensorlake.pipeline.service import writer_status
 from sensorlake.query.engine import QueryEngine, check_query
 from sensorlake.query.fresh import NO_TAIL, tail_from_stream
+from sensorlake.state import view as state_view
+from sensorlake.state.records import DEVICE_STATE
 from sensorlake.stream.connection import StreamClient
 from sensorlake.stream.storage import StorageWatch
 from sensorlake.stream.subjects import subject_for_topic
@@ -197,7 +200,7 @@ def create_app(ctx: ApiContext) -> Starlette:
                              hint='"columns" returns one array per column under "data"')
         checked = check_query(sql)
         tail = (await tail_from_stream(ctx.client, cfg, ctx.engine)
-                if ctx.engine.reads(checked, TELEMETRY) else NO_TAIL)
+                if ctx.engine.needs_tail(checked) else NO_TAIL)
 
         def answer() -> bytes:
             """In a thread, JSON included: a long result must not hold up the event loop,
@@ -212,8 +215,8 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def tables(request: Request) -> Response:
         names = await asyncio.to_thread(ctx.engine.table_names)
         views = ctx.engine.view_names()  # read like tables; listed with them and on their own
-        return JSONResponse({"tables": [n for n in names if n not in views] + views,
-                             "views": views})
+        lake = sorted([*(n for n in names if n not in views), DEVICE_STATE])
+        return JSONResponse({"tables": lake + views, "views": views})
 
     async def rules(request: Request) -> Response:
         """The configured rules, with what the worker counted for each since it started."""
@@ -233,10 +236,30 @@ def create_app(ctx: ApiContext) -> Starlette:
         return JSONResponse(info)
 
     async def devices(request: Request) -> Response:
+        """The registry and every device that sent, each with its state (online, values)."""
         tail = await tail_from_stream(ctx.client, cfg, ctx.engine)
-        rows = await asyncio.to_thread(device_rows, cfg, ctx.engine, tail.table)
-        return JSONResponse({"devices": [dict(zip(DEVICE_COLUMNS, row, strict=True))
-                                         for row in rows]})
+
+        def listed() -> list[dict[str, Any]]:
+            rows = device_rows(cfg, ctx.engine, tail.table)
+            states = {doc["device_id"]: doc for doc in state_view.devices(
+                state_view.current(ctx.engine.state, tail.table), cfg)}
+            return [{**dict(zip(DEVICE_COLUMNS, row, strict=True)),
+                     "online": states.get(row[0], {}).get("online"),
+                     "values": states.get(row[0], {}).get("values", {})} for row in rows]
+
+        return JSONResponse({"devices": await asyncio.to_thread(listed),
+                             "offline_after": cfg.devices.offline_after})
+
+    async def device_state(request: Request) -> Response:
+        """One device's state: latest values, first and last seen, online or offline."""
+        name = request.path_params["id"]
+        tail = await tail_from_stream(ctx.client, cfg, ctx.engine)
+        records = await asyncio.to_thread(state_view.current, ctx.engine.state, tail.table, name)
+        docs = state_view.devices(records, cfg)
+        if not docs:
+            raise DeviceNotSeen(f"device {name!r} has sent no reading since device state began",
+                                hint="GET /api/v1/devices lists the devices that did")
+        return JSONResponse({**docs[0], "offline_after": cfg.devices.offline_after})
 
     sims = ctx.simulations = ctx.simulations or Simulations(ctx.client, cfg)
 
@@ -302,6 +325,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/api/v1/tables", tables, methods=["GET"]),
         Route("/api/v1/tables/{name}", describe, methods=["GET"]),
         Route("/api/v1/devices", devices, methods=["GET"]),
+        Route("/api/v1/devices/{id}", device_state, methods=["GET"]),
         Route("/api/v1/rules", rules, methods=["GET"]),
         Route("/api/v1/simulate", simulate_start, methods=["POST"]),
         Route("/api/v1/simulate/{id}", simulate_get, methods=["GET"]),
@@ -315,6 +339,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         "/api/v1/tables": Scope.read,
         "/api/v1/tables/{name}": Scope.read,
         "/api/v1/devices": Scope.read,
+        "/api/v1/devices/{id}": Scope.read,
         "/api/v1/rules": Scope.read,
         "GET /api/v1/simulate/{id}": Scope.read,
     }

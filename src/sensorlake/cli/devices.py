@@ -137,6 +137,44 @@ def list_(config: ConfigOpt = None, data_dir: DataDirOpt = None,
     emit_rows(COLUMNS, device_rows(cfg, engine, tail.table), fmt)
 
 
+STATE_COLUMNS = ["device", "online", "last_seen", "last_received", "messages", "values"]
+
+
+@app.command()
+def state(
+    name: Annotated[str | None, typer.Argument(help="Device name; all devices without.")] = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, fmt: FormatOpt = Format.table,
+) -> None:
+    """Device state: each device's latest values, last seen, online or offline."""
+    import asyncio
+
+    from sensorlake.errors import DeviceNotSeen
+    from sensorlake.query.engine import QueryEngine
+    from sensorlake.query.fresh import stream_tail
+    from sensorlake.state import view
+
+    cfg = load(config, data_dir)
+    engine = QueryEngine(cfg)
+    tail = asyncio.run(stream_tail(cfg, engine))
+    docs = view.devices(view.current(engine.state, tail.table, name), cfg)
+    if name is not None:
+        if not docs:
+            raise DeviceNotSeen(f"device {name!r} has sent no reading since device state began",
+                                hint="`sensorlake devices state` lists the devices that did")
+        doc = docs[0]
+        if fmt is not Format.json:  # one row per value: a long payload stays readable
+            doc = {**{k: v for k, v in doc.items() if k not in ("values", "rules")},
+                   **{f"values.{k}": v for k, v in doc["values"].items()},
+                   **{f"rules.{r}.{k}": v for r, got in doc["rules"].items()
+                      for k, v in got["values"].items()}}
+        emit_doc(doc, fmt)
+        return
+    emit_rows(STATE_COLUMNS, [[d["device_id"], d["online"], d.get("last_seen"),
+                               d.get("last_received"), d.get("messages"), d["values"]]
+                              for d in docs], fmt,
+              extra={"offline_after": cfg.devices.offline_after}, whole=("device",))
+
+
 @app.command()
 def show(name: Annotated[str, typer.Argument(help="Device name.")], config: ConfigOpt = None,
          data_dir: DataDirOpt = None, fmt: FormatOpt = Format.table) -> None:

@@ -147,7 +147,7 @@ def query(
         cfg = _load(config, data_dir)
         engine = QueryEngine(cfg)
         checked = check_query(sql)
-        tail = (asyncio.run(stream_tail(cfg, engine)) if engine.reads(checked, TELEMETRY)
+        tail = (asyncio.run(stream_tail(cfg, engine)) if engine.needs_tail(checked)
                 else NO_TAIL)
         doc = engine.execute(checked, tails={TELEMETRY: tail.table}, loaded=tail.loaded,
                              max_rows=max_rows,
@@ -176,6 +176,7 @@ def tables(config: ConfigOpt = None, data_dir: DataDirOpt = None, fmt: FormatOpt
            ) -> None:
     """List the lake's tables."""
     from sensorlake.query.engine import QueryEngine
+    from sensorlake.state.records import DEVICE_STATE
 
     engine = QueryEngine(_load(config, data_dir))
     views = engine.view_names()
@@ -184,6 +185,7 @@ def tables(config: ConfigOpt = None, data_dir: DataDirOpt = None, fmt: FormatOpt
         if name not in views:  # a saved view of the same name is what queries read
             info = engine.describe(name)
             rows.append((name, info["rows"], info["files"], info["snapshots"], "table"))
+    rows.append((DEVICE_STATE, engine.device_state().num_rows, None, None, "state"))
     rows += [(name, None, None, None, "view") for name in views]
     emit_rows(["table", "rows", "files", "snapshots", "kind"], rows, fmt)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from pyiceberg.catalog import Catalog, load_catalog
 
 from sensorlake.config import Config
@@ -38,3 +40,16 @@ def open_catalog(config: Config) -> Catalog:
             "lake.catalog", str(exc),
             hint="see docs/configuration.md for catalog examples (sql, rest, glue)",
         ) from exc
+
+
+def mask_uri(uri: str) -> str:
+    """`uri` with the password of its user info replaced by ***, so it can be shown and logged."""
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        return "(an unparsable uri)"
+    if password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -13,7 +13,8 @@ import contextlib
 import logging
 import os
 import signal
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from nats.aio.msg import Msg
@@ -33,7 +34,11 @@ from sensorlake.pipeline.output import Output
 from sensorlake.pipeline.upkeep import keep_lake
 from sensorlake.pipeline.worker import Worker
 from sensorlake.stream.connection import StreamClient
+from sensorlake.stream.partitions import Position
 from sensorlake.stream.subjects import WRITER_STATUS_SUBJECT
+
+if TYPE_CHECKING:
+    from sensorlake.rules.evaluate import CompiledRule
 
 log = logging.getLogger(__name__)
 
@@ -69,24 +74,38 @@ def build_worker(config: Config, client: StreamClient, metrics: WriterMetrics,
 
     # dead_letter first: a crash between outputs (the between-outputs fault point) leaves the
     # later ones behind, which the next session catches up from the lake's positions.
-    outputs = [dead, telemetry, *rule_outputs(config, catalog, telemetry, fault_points)]
-    return Worker(config, client, outputs, dead, decoder, metrics, fault_points)
+    later, rules = state_and_rule_outputs(config, catalog, telemetry, fault_points)
+    worker = Worker(config, client, [dead, telemetry, *later], dead, decoder, metrics,
+                    fault_points)
+    worker.rule_counters = lambda: {rule.name: asdict(rule.counters) for rule in rules}
+    return worker
 
 
-def rule_outputs(config: Config, catalog: Catalog, telemetry: TableOutput,
-                 fault_points: Faults) -> list[Output]:
-    """An output per enabled rule with a table action; rules cost nothing when there are none."""
-    tabled = [rule for rule in config.rules if rule.enabled and rule.table]
-    if not tabled:
-        return []
+def state_and_rule_outputs(config: Config, catalog: Catalog, telemetry: TableOutput,
+                           fault_points: Faults) -> tuple[list[Output], list[CompiledRule]]:
+    """Device state, and an output per enabled rule with a table action (with the rules they
+    run); rules cost nothing when there are none."""
+    from sensorlake.state.output import DeviceStateOutput
+    from sensorlake.state.store import StateStore
+
+    def start_at() -> Position:
+        return read_position(telemetry.table)
+
+    store = StateStore.for_config(config)
+    running = [rule for rule in config.rules if rule.enabled and (rule.table or rule.state)]
+    if not running:
+        return [DeviceStateOutput(store, start_at, fault_points=fault_points)], []
     from sensorlake.rules.evaluate import Evaluator, compile_rule
     from sensorlake.rules.outputs import RuleTableOutput
 
     evaluator = Evaluator()
-    return [RuleTableOutput(compile_rule(rule), evaluator, catalog, config.lake.namespace,
-                            lambda: read_position(telemetry.table), fault_points,
-                            hold_s=config.lake.rule_flush_interval)
-            for rule in tabled]
+    compiled = [compile_rule(rule) for rule in running]
+    state = DeviceStateOutput(store, start_at, [r for r in compiled if r.config.state],
+                              evaluator, fault_points)
+    return [state, *(RuleTableOutput(rule, evaluator, catalog, config.lake.namespace,
+                                     start_at, fault_points,
+                                     hold_s=config.lake.rule_flush_interval)
+                     for rule in compiled if rule.config.table)], compiled
 
 
 async def run_worker(config: Config) -> None:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -134,6 +134,8 @@ class Worker:
         self._progress_at = time.monotonic()
         self.decoder: Decoder | None = None
         self.ready = asyncio.Event()
+        self.rule_counters: Callable[[], dict[str, dict[str, Any]]] = dict
+        """What each running rule counted (matched, emitted, errors), for `/api/v1/rules`."""
 
     # -- what /healthz and the supervisor of `up` see -------------------------------------------
 
@@ -146,8 +148,7 @@ class Worker:
             "progress_age_s": 0.0 if not busy else round(time.monotonic() - self._progress_at, 3),
             "degraded": ({"reason": min(failing)[1], "since": min(failing)[0]}
                          if failing else None),
-            "rules": {rule.name: asdict(rule.counters) for rule in
-                      (getattr(o, "rule", None) for o in self._outputs) if rule is not None},
+            "rules": self.rule_counters(),
         }
 
     # -- the loop ----------------------------------------------------------------------------

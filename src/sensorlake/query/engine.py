@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
-from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
+from urllib.parse import unquote, urlparse, urlsplit
 
 import duckdb
 import pyarrow as pa
@@ -33,13 +33,16 @@ from pyiceberg.types import TimestamptzType
 
 from sensorlake.config import Config
 from sensorlake.errors import LakeError, QueryError, SensorlakeError, TableNotFound
-from sensorlake.lake.catalog import catalog_properties, open_catalog
+from sensorlake.lake.catalog import catalog_properties, mask_uri, open_catalog
 from sensorlake.lake.maintenance import TableReport, last_reports
 from sensorlake.lake.records import after
-from sensorlake.lake.tables import load_table, read_position, table_totals
+from sensorlake.lake.tables import TELEMETRY, load_table, read_position, table_totals
 from sensorlake.query.parse import base_tables, function_names, syntax_tree
 from sensorlake.query.prune import TIME_COLUMN, TimeBounds, bounds_in
 from sensorlake.query.results import QueryResult, first_rows
+from sensorlake.state import view as state_view
+from sensorlake.state.records import DEVICE_STATE
+from sensorlake.state.store import StateStore
 
 MANIFEST_CACHE = 20_000
 """Manifests whose file lists are kept (a few KB each): a year of compacted days is far less."""
@@ -352,6 +355,14 @@ class QueryEngine:
         except Exception as exc:
             raise catalog_unreadable(self._config, exc) from exc
 
+    @cached_property
+    def state(self) -> StateStore:
+        return StateStore.for_config(self._config)
+
+    def device_state(self, tail: pa.Table | None = None) -> pa.Table:
+        """The `device_state` table: committed device state with `tail` merged in."""
+        return state_view.table(state_view.current(self.state, tail), self._config)
+
     def view_names(self) -> list[str]:
         """The saved views (`[[views]]`), which queries read like tables."""
         return [view.name for view in self._config.views]
@@ -360,6 +371,11 @@ class QueryEngine:
         """Whether the query reads `table`, itself or through a saved view."""
         needed = self._needed(checked)
         return needed is None or table.lower() in needed
+
+    def needs_tail(self, checked: CheckedQuery) -> bool:
+        """Whether the stream's uncommitted telemetry readings are part of the answer: for
+        `telemetry`, and for `device_state`, which they move on too."""
+        return self.reads(checked, TELEMETRY) or self.reads(checked, DEVICE_STATE)
 
     def _needed(self, checked: CheckedQuery) -> set[str] | None:
         """The tables and views a query reads, through the views it names; None: any."""
@@ -425,7 +441,7 @@ class QueryEngine:
         loaded = loaded or {}
         # The tables already loaded (telemetry, for its tail) are all a query of them needs:
         # the catalog is not listed again.
-        known = needed is not None and needed <= {*loaded, *views}
+        known = needed is not None and needed <= {*loaded, *views, DEVICE_STATE}
         for name in (sorted(n for n in loaded if n in needed) if known and needed is not None
                      else self.table_names()):
             if name in views or (needed is not None and name.lower() not in needed):
@@ -454,6 +470,8 @@ class QueryEngine:
             con.execute(
                 f"CREATE TEMP VIEW {quote_ident(name)} AS " + " UNION ALL BY NAME ".join(parts)
             )
+        if needed is None or DEVICE_STATE in needed:  # no view may take its name
+            con.register(DEVICE_STATE, self.device_state(tails.get(TELEMETRY)))
         for view in self._config.views:
             if needed is None or view.name in needed:
                 try:
@@ -509,6 +527,8 @@ class QueryEngine:
         return self._data_files(name, table, bounds)
 
     def describe(self, name: str) -> dict[str, Any]:
+        if name == DEVICE_STATE:
+            return self._describe_state()
         table = self.load(name)
         snapshot = table.current_snapshot()
         totals = table_totals(table)
@@ -529,6 +549,18 @@ class QueryEngine:
             "current_snapshot": snapshot.snapshot_id if snapshot else None,
             "position": dict(read_position(table).seqs),
             "last_maintenance": _last_maintenance(self._config, name),
+        }
+
+    def _describe_state(self) -> dict[str, Any]:
+        """device_state is no Iceberg table: its columns, rows and where it is kept."""
+        state = self.device_state()
+        position = self.state.position(DEVICE_STATE)
+        return {
+            "table": DEVICE_STATE,
+            "location": mask_uri(self.state.url),
+            "columns": [{"name": f.name, "type": str(f.type), "doc": ""} for f in state.schema],
+            "rows": state.num_rows,
+            "position": dict(position.seqs) if position else {},
         }
 
     def _failure(self, exc: duckdb.Error, *, timed_out: bool) -> QueryError:
@@ -618,16 +650,3 @@ def catalog_unreadable(config: Config, exc: Exception) -> LakeError:
         hint=f"check that the catalog is reachable, readable and intact{default}, and that "
         "lake.catalog names it correctly; then retry",
     )
-
-
-def mask_uri(uri: str) -> str:
-    """`uri` with the password of its user info replaced by ***, so it can be shown and logged."""
-    try:
-        parts = urlsplit(uri)
-        password = parts.password
-    except ValueError:
-        return "(an unparsable uri)"
-    if password is None:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -1,0 +1,182 @@
+"""Where device state lives: a SQLite file in the data dir, or the catalog's PostgreSQL.
+
+The records and the position they bring the output to are written in one transaction — the
+output contract's atomic step for a database — so a crash at any point leaves either both or
+neither. Readers (the API, `sensorlake devices state`, SQL queries) read committed records only;
+SQLite's write-ahead log lets them do so while the worker writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sensorlake.config import Config
+from sensorlake.errors import LakeError
+from sensorlake.lake.catalog import catalog_properties, mask_uri
+from sensorlake.state.records import DeviceState, values_json
+from sensorlake.stream.partitions import Position
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "device_state.db"
+
+
+def state_url(config: Config) -> str:
+    """The catalog's database when it is a PostgreSQL one (shared by every node); else a
+    SQLite file of its own beside the lake."""
+    props = catalog_properties(config)
+    uri = props.get("uri", "")
+    if props.get("type") == "sql" and uri.startswith("postgresql"):
+        return uri
+    return f"sqlite:///{config.data_dir / STATE_FILE}"
+
+
+class StateStore:
+    def __init__(self, url: str, namespace: str) -> None:
+        self.url = url
+        self._sqlite = url.startswith("sqlite")
+        if self._sqlite:
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self._engine: Engine = sa.create_engine(url, future=True)
+        if self._sqlite:
+            sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+        meta = sa.MetaData()
+        self._records = sa.Table(
+            f"{namespace}_device_state", meta,
+            sa.Column("device_id", sa.String, primary_key=True),
+            sa.Column("source", sa.String, primary_key=True),
+            sa.Column("topic", sa.String),
+            sa.Column("ts", sa.BigInteger, nullable=False),
+            sa.Column("received_at", sa.BigInteger, nullable=False),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+            sa.Column("stream", sa.String, nullable=False),
+            sa.Column("fields", sa.Text, nullable=False),
+            sa.Column("first_ts", sa.BigInteger, nullable=False),
+            sa.Column("first_received", sa.BigInteger, nullable=False),
+            sa.Column("last_received", sa.BigInteger, nullable=False),
+            sa.Column("messages", sa.BigInteger, nullable=False),
+            sa.Column("readings", sa.BigInteger, nullable=False),
+        )
+        self._positions = sa.Table(
+            f"{namespace}_state_position", meta,
+            sa.Column("output", sa.String, primary_key=True),
+            sa.Column("position", sa.Text, nullable=False),
+        )
+        self._meta = meta
+        self._created = False
+
+    @classmethod
+    def for_config(cls, config: Config) -> StateStore:
+        return cls(state_url(config), config.lake.namespace)
+
+    def _ensure(self) -> None:
+        if not self._created:
+            try:
+                self._meta.create_all(self._engine, checkfirst=True)
+            except sa.exc.OperationalError:  # another process created them meanwhile
+                self._meta.create_all(self._engine, checkfirst=True)
+            self._created = True
+
+    def position(self, output: str) -> Position | None:
+        """What the store holds for `output`; None when it never wrote."""
+        self._ensure()
+        with self._engine.connect() as con:
+            text = con.execute(sa.select(self._positions.c.position)
+                               .where(self._positions.c.output == output)).scalar()
+        return None if text is None else Position.decode(text)
+
+    def apply(self, output: str, states: list[DeviceState], through: Position,
+              before_commit: Callable[[], None] | None = None) -> None:
+        """Merge `states` into the records and record `through`, in one transaction."""
+        from sensorlake.state.records import merge_all
+
+        self._ensure()
+        records, positions = self._records, self._positions
+        with self._engine.begin() as con:
+            held: dict[tuple[str, str], DeviceState] = {}
+            devices = sorted({s.device_id for s in states})
+            for start in range(0, len(devices), 500):
+                chunk = devices[start:start + 500]
+                for row in con.execute(sa.select(records)
+                                       .where(records.c.device_id.in_(chunk))):
+                    state = _state(row._mapping)
+                    held[(state.device_id, state.source)] = state
+            known = set(held)
+            merge_all(held, states)
+            touched = {(s.device_id, s.source) for s in states}
+            updates = [_row(held[k]) for k in touched if k in known]
+            inserts = [_row(held[k]) for k in touched if k not in known]
+            if updates:
+                key = sa.and_(records.c.device_id == sa.bindparam("k_device"),
+                              records.c.source == sa.bindparam("k_source"))
+                con.execute(records.update().where(key).values(
+                    {c: sa.bindparam(f"v_{c}") for c in _VALUE_COLUMNS}),
+                    [{"k_device": r["device_id"], "k_source": r["source"],
+                      **{f"v_{c}": r[c] for c in _VALUE_COLUMNS}} for r in updates])
+            if inserts:
+                con.execute(records.insert(), inserts)
+            text = through.encode()
+            done = con.execute(positions.update().where(positions.c.output == output)
+                               .values(position=text))
+            if not done.rowcount:
+                con.execute(positions.insert().values(output=output, position=text))
+            if before_commit is not None:
+                before_commit()
+
+    def read(self, device: str | None = None) -> list[DeviceState]:
+        """Every record (of one device), device by device."""
+        self._ensure()
+        query = sa.select(self._records).order_by(self._records.c.device_id,
+                                                  self._records.c.source)
+        if device is not None:
+            query = query.where(self._records.c.device_id == device)
+        try:
+            with self._engine.connect() as con:
+                return [_state(row._mapping) for row in con.execute(query)]
+        except sa.exc.SQLAlchemyError as exc:
+            raise LakeError(f"device state cannot be read from {mask_uri(self.url)}: "
+                            f"{str(exc).splitlines()[0]}",
+                            hint="check that the database is reachable (docs/operations.md)"
+                            ) from exc
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+
+_VALUE_COLUMNS = ("topic", "ts", "received_at", "seq", "stream", "fields", "first_ts",
+                  "first_received", "last_received", "messages", "readings")
+
+
+def _row(state: DeviceState) -> dict[str, Any]:
+    return {"device_id": state.device_id, "source": state.source, "topic": state.topic,
+            "ts": state.ts, "received_at": state.received_at, "seq": state.seq,
+            "stream": state.stream, "fields": values_json(state.values),
+            "first_ts": state.first_ts, "first_received": state.first_received,
+            "last_received": state.last_received, "messages": state.messages,
+            "readings": state.readings}
+
+
+def _state(row: Any) -> DeviceState:
+    return DeviceState(
+        device_id=row["device_id"], source=row["source"], topic=row["topic"], ts=row["ts"],
+        received_at=row["received_at"], seq=row["seq"], stream=row["stream"],
+        values=orjson.loads(row["fields"]), first_ts=row["first_ts"],
+        first_received=row["first_received"], last_received=row["last_received"],
+        messages=row["messages"], readings=row["readings"])
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL: readers never block the worker's writes nor see half of one. FULL: a committed
+    position survives a power cut, as the stream's acks that follow it assume."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
