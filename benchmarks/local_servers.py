@@ -38,14 +38,14 @@ def wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
     raise SystemExit(f"{what} did not answer on {url}")
 
 
-def start_up(cli: list[str], data_dir: Path, env: dict[str, str], cwd: Path | None = None
-             ) -> tuple[str, subprocess.Popen[bytes]]:
+def start_up(cli: list[str], data_dir: Path, env: dict[str, str], cwd: Path | None = None,
+             mqtt_port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
     """`sensorlake up` on `data_dir`, every port free, once it is healthy: its URL and process."""
     port = free_port()
     environ = dict(os.environ, SENSORLAKE_STREAM__PORT=str(free_port()),
                    SENSORLAKE_SERVER__MQTTS_PORT=str(free_port()), **env)
     proc = subprocess.Popen([*cli, "up", "--data-dir", str(data_dir), "--http-port", str(port),
-                             "--mqtt-port", str(free_port())], cwd=cwd, env=environ,
+                             "--mqtt-port", str(mqtt_port or free_port())], cwd=cwd, env=environ,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     wait_for(f"{base}/healthz", proc, "sensorlake up")

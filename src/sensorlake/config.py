@@ -299,9 +299,6 @@ RESERVED_TABLES = frozenset({"telemetry", "dead_letter", "anomalies", "device_st
 """Tables sensorlake writes itself, or will: a rule's `table` cannot take one of these names."""
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
-_NOT_YET = frozenset({"republish", "http"})
-"""Rule actions accepted by the config's shape and checked, but not run yet: refused rather
-than silently ignored."""
 
 
 class RuleConfig(_Section):
@@ -423,10 +420,6 @@ class Config(_Section):
 
             for rule in rules:
                 check_rule(rule)
-                for action in _NOT_YET & set(rule.actions):
-                    raise ConfigError(f"rules.{rule.name}.{action}", f"the {action} action is "
-                                      "not available in this version yet",
-                                      hint='store the results with table = "NAME" for now')
         return rules
 
     @field_validator("data_dir")

@@ -190,8 +190,6 @@ def test_what_the_dialect_lacks_is_refused_with_the_rule_and_the_place(
      "rules.a.partition_by", "not a field or a transform"),
     ([{"name": "a", "sql": "SELECT a FROM '#'", "http": "ftp://x"}], "rules.a.http",
      "not an http(s) URL"),
-    ([{"name": "a", "sql": "SELECT a FROM '#'", "http": "http://127.0.0.1:9/x"}], "rules.a.http",
-     "not available in this version yet"),
     ([{"name": "a", "sql": "SELECT a FROM '#'", "republish": "out/+/x"}], "rules.a.republish",
      "not a topic to publish to"),
     ([{"name": "a", "sql": "SELECT a FROM '#'", "republish": "out/${nope()}"}],

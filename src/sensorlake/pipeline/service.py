@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ from sensorlake.stream.subjects import WRITER_STATUS_SUBJECT
 
 if TYPE_CHECKING:
     from sensorlake.rules.evaluate import CompiledRule
+
+Delivery = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +77,20 @@ def build_worker(config: Config, client: StreamClient, metrics: WriterMetrics,
 
     # dead_letter first: a crash between outputs (the between-outputs fault point) leaves the
     # later ones behind, which the next session catches up from the lake's positions.
-    later, rules = state_and_rule_outputs(config, catalog, telemetry, fault_points)
+    later, rules, deliveries = state_and_rule_outputs(config, catalog, telemetry, client,
+                                                      fault_points)
     worker = Worker(config, client, [dead, telemetry, *later], dead, decoder, metrics,
                     fault_points)
     worker.rule_counters = lambda: {rule.name: asdict(rule.counters) for rule in rules}
+    worker.deliveries = deliveries
     return worker
 
 
 def state_and_rule_outputs(config: Config, catalog: Catalog, telemetry: TableOutput,
-                           fault_points: Faults) -> tuple[list[Output], list[CompiledRule]]:
-    """Device state, and an output per enabled rule with a table action (with the rules they
-    run); rules cost nothing when there are none."""
+                           client: StreamClient, fault_points: Faults
+                           ) -> tuple[list[Output], list[CompiledRule], list[Delivery]]:
+    """Device state, and the outputs of every enabled rule's actions, with the rules they run
+    and the loops that deliver their side effects; rules cost nothing when there are none."""
     from sensorlake.state.output import DeviceStateOutput
     from sensorlake.state.store import StateStore
 
@@ -92,20 +98,39 @@ def state_and_rule_outputs(config: Config, catalog: Catalog, telemetry: TableOut
         return read_position(telemetry.table)
 
     store = StateStore.for_config(config)
-    running = [rule for rule in config.rules if rule.enabled and (rule.table or rule.state)]
+    running = [rule for rule in config.rules if rule.enabled and rule.actions != ["alert"]]
     if not running:
-        return [DeviceStateOutput(store, start_at, fault_points=fault_points)], []
+        return [DeviceStateOutput(store, start_at, fault_points=fault_points)], [], []
+    from sensorlake.pipeline.database import database_url
+    from sensorlake.pipeline.outbox import Outbox
+    from sensorlake.rules.actions import ActionOutput, HttpTarget, RepublishTarget, Target
     from sensorlake.rules.evaluate import Evaluator, compile_rule
     from sensorlake.rules.outputs import RuleTableOutput
 
     evaluator = Evaluator()
     compiled = [compile_rule(rule) for rule in running]
-    state = DeviceStateOutput(store, start_at, [r for r in compiled if r.config.state],
-                              evaluator, fault_points)
-    return [state, *(RuleTableOutput(rule, evaluator, catalog, config.lake.namespace,
-                                     start_at, fault_points,
-                                     hold_s=config.lake.rule_flush_interval)
-                     for rule in compiled if rule.config.table)], compiled
+    outputs: list[Output] = [DeviceStateOutput(
+        store, start_at, [r for r in compiled if r.config.state], evaluator, fault_points)]
+    outbox = Outbox(database_url(config), config.lake.namespace)
+    deliveries: list[Delivery] = []
+    sending = Evaluator()  # its own: never waits for the commit thread's evaluations
+    for rule in compiled:
+        if rule.config.table:
+            outputs.append(RuleTableOutput(rule, evaluator, catalog, config.lake.namespace,
+                                           start_at, fault_points,
+                                           hold_s=config.lake.rule_flush_interval))
+        targets: list[Target] = []
+        if rule.config.republish:
+            targets.append(RepublishTarget(client))
+        if rule.config.http:
+            targets.append(HttpTarget(rule.config.http))
+        for n, target in enumerate(targets):
+            counts = n == 0 and not rule.config.table and not rule.config.state
+            action = ActionOutput(rule, sending, target, outbox, start_at, counts=counts,
+                                  fault_points=fault_points)
+            outputs.append(action)
+            deliveries.append(action.deliver)
+    return outputs, compiled, deliveries
 
 
 async def run_worker(config: Config) -> None:
@@ -150,6 +175,8 @@ async def run_worker(config: Config) -> None:
         background = [
             asyncio.create_task(follow_registry(), name="follow the device registry"),
             asyncio.create_task(keep_lake(config, metrics), name="lake maintenance"),
+            *(asyncio.create_task(deliver(stop), name="rule action delivery")
+              for deliver in worker.deliveries),
         ]
         try:
             await worker.run(stop)

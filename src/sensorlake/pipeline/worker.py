@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,8 @@ class Worker:
         self.ready = asyncio.Event()
         self.rule_counters: Callable[[], dict[str, dict[str, Any]]] = dict
         """What each running rule counted (matched, emitted, errors), for `/api/v1/rules`."""
+        self.deliveries: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
+        """Loops that send side effects (rule actions) while the worker runs."""
 
     # -- what /healthz and the supervisor of `up` see -------------------------------------------
 

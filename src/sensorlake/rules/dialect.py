@@ -482,6 +482,16 @@ def bind(translated: Translated, schema: pa.Schema, relation: str) -> str:
     return sql
 
 
+def added_columns(translated: Translated, schema: pa.Schema) -> list[str]:
+    """The columns `bind` adds to the rule's own (`ts`, `seq`, `stream`) for this schema: what
+    a republished or posted row leaves out."""
+    select = _bind(copy.deepcopy(translated.select), schema)
+    if translated.value:
+        return [c for c in ("ts", "seq", "stream") if c in schema.names]
+    names = set(_output_names(select["select_list"], schema))
+    return [c for c in ("ts", "seq", "stream") if c not in names and c in schema.names]
+
+
 def _output_names(select_list: list[dict[str, Any]], schema: pa.Schema) -> Iterator[str]:
     for node in select_list:
         if node.get("alias"):

@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 
 from sensorlake.config import RuleConfig
 from sensorlake.errors import RowsRefused
-from sensorlake.rules.dialect import Translated, bind, check_rule
+from sensorlake.rules.dialect import Translated, added_columns, bind, check_rule
+from sensorlake.rules.republish import own_filter
 from sensorlake.topics import topic_matches
 
 RELATION = "readings"
@@ -38,6 +39,12 @@ class RuleCounters:
     errors: int = 0
     """Readings sent to dead_letter because the rule could not be evaluated over them."""
     last_error: str | None = None
+    delivered: int = 0
+    """Rows republished or posted (the side-effect actions)."""
+    undeliverable: int = 0
+    """Rows a receiver refused for good (an HTTP 4xx), or held for so long while it was down
+    that they were dropped (beyond the outbox's limit)."""
+    last_delivery_error: str | None = None
 
 
 @dataclass
@@ -48,17 +55,32 @@ class CompiledRule:
     _bound: dict[pa.Schema, str] = field(default_factory=dict)
     _topics: dict[str, bool] = field(default_factory=dict)
     """What the FROM filter said of each topic seen: a fleet repeats the same few."""
+    _added: dict[pa.Schema, list[str]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.config.name
 
     def matches(self, topic: str) -> bool:
+        """Whether the rule reads readings of `topic`: its FROM filter matches, and it is not a
+        topic the rule republishes to (which would loop its own results back into it)."""
         found = self._topics.get(topic)
         if found is None:
             if len(self._topics) > 100_000:
                 self._topics.clear()
-            found = self._topics[topic] = topic_matches([self.translated.topic_filter], topic)
+            found = self._topics[topic] = (
+                topic_matches([self.translated.topic_filter], topic)
+                and not (self.config.republish
+                         and topic_matches([own_filter(self.config.republish)], topic)))
+        return found
+
+    def added(self, schema: pa.Schema) -> list[str]:
+        """The columns the pipeline adds to the rule's results (not selected by it)."""
+        found = self._added.get(schema)
+        if found is None:
+            if len(self._added) > 64:
+                self._added.clear()
+            found = self._added[schema] = added_columns(self.translated, schema)
         return found
 
     def sql_for(self, schema: pa.Schema) -> str:

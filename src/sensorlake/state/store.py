@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,34 +18,23 @@ from sqlalchemy.engine import Engine
 
 from sensorlake.config import Config
 from sensorlake.errors import LakeError
-from sensorlake.lake.catalog import catalog_properties, mask_uri
+from sensorlake.lake.catalog import mask_uri
+from sensorlake.pipeline.database import (
+    create_tables,
+    database_url,
+    open_database,
+    positions_table,
+    set_position,
+)
 from sensorlake.state.records import DeviceState, values_json
 from sensorlake.stream.partitions import Position
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "device_state.db"
-
-
-def state_url(config: Config) -> str:
-    """The catalog's database when it is a PostgreSQL one (shared by every node); else a
-    SQLite file of its own beside the lake."""
-    props = catalog_properties(config)
-    uri = props.get("uri", "")
-    if props.get("type") == "sql" and uri.startswith("postgresql"):
-        return uri
-    return f"sqlite:///{config.data_dir / STATE_FILE}"
-
-
 class StateStore:
     def __init__(self, url: str, namespace: str) -> None:
         self.url = url
-        self._sqlite = url.startswith("sqlite")
-        if self._sqlite:
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self._engine: Engine = sa.create_engine(url, future=True)
-        if self._sqlite:
-            sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+        self._engine: Engine = open_database(url)
         meta = sa.MetaData()
         self._records = sa.Table(
             f"{namespace}_device_state", meta,
@@ -64,24 +52,17 @@ class StateStore:
             sa.Column("messages", sa.BigInteger, nullable=False),
             sa.Column("readings", sa.BigInteger, nullable=False),
         )
-        self._positions = sa.Table(
-            f"{namespace}_state_position", meta,
-            sa.Column("output", sa.String, primary_key=True),
-            sa.Column("position", sa.Text, nullable=False),
-        )
+        self._positions = positions_table(meta, namespace)
         self._meta = meta
         self._created = False
 
     @classmethod
     def for_config(cls, config: Config) -> StateStore:
-        return cls(state_url(config), config.lake.namespace)
+        return cls(database_url(config), config.lake.namespace)
 
     def _ensure(self) -> None:
         if not self._created:
-            try:
-                self._meta.create_all(self._engine, checkfirst=True)
-            except sa.exc.OperationalError:  # another process created them meanwhile
-                self._meta.create_all(self._engine, checkfirst=True)
+            create_tables(self._engine, self._meta)
             self._created = True
 
     def position(self, output: str) -> Position | None:
@@ -122,11 +103,7 @@ class StateStore:
                       **{f"v_{c}": r[c] for c in _VALUE_COLUMNS}} for r in updates])
             if inserts:
                 con.execute(records.insert(), inserts)
-            text = through.encode()
-            done = con.execute(positions.update().where(positions.c.output == output)
-                               .values(position=text))
-            if not done.rowcount:
-                con.execute(positions.insert().values(output=output, position=text))
+            set_position(con, positions, output, through.encode())
             if before_commit is not None:
                 before_commit()
 
@@ -170,13 +147,3 @@ def _state(row: Any) -> DeviceState:
         values=orjson.loads(row["fields"]), first_ts=row["first_ts"],
         first_received=row["first_received"], last_received=row["last_received"],
         messages=row["messages"], readings=row["readings"])
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL: readers never block the worker's writes nor see half of one. FULL: a committed
-    position survives a power cut, as the stream's acks that follow it assume."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()

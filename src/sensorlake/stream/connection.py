@@ -52,10 +52,11 @@ from sensorlake.stream.partitions import (
 from sensorlake.stream.server import (
     MQTT_API,
     StreamCredentials,
+    devices_account_credentials,
     mqtt_credentials,
     stream_credentials,
 )
-from sensorlake.stream.subjects import BOOKKEEPING_PREFIX
+from sensorlake.stream.subjects import BOOKKEEPING_PREFIX, subject_for_topic
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class StreamClient:
         self._mqtt_nc: NATS | None = None
         """With named topic roots: a connection in the devices' account (see MQTT_API)."""
         self._mqtt_js: JetStreamContext | None = None
+        self._devices_nc: NATS | None = None
+        """Where the republish action publishes (publish_to_devices)."""
         self.reconnects = 0
         """Grows with every reconnect: pull requests and deliveries in flight may be gone, so
         readers start over from what the lake holds."""
@@ -161,15 +164,15 @@ class StreamClient:
     async def close(self) -> None:
         """Hand over what is buffered (acks above all), then close; never hangs on a dead or
         frozen server, and never cancels a PONG future (see the module docstring)."""
-        for nc in (self._mqtt_nc, self._nc):
-            if nc is None or nc.is_closed:
+        for nc in (self._devices_nc, self._mqtt_nc, self._nc):
+            if nc is None or nc.is_closed:  # (_devices_nc may be _nc: closed once)
                 continue
             if nc.is_connected:
                 flush = asyncio.ensure_future(nc.flush(timeout=3600))
                 await asyncio.wait([flush], timeout=2)
             with contextlib.suppress(NatsError, OSError, asyncio.InvalidStateError):
                 await nc.close()
-        self._nc = self._js = self._mqtt_nc = self._mqtt_js = None
+        self._nc = self._js = self._mqtt_nc = self._mqtt_js = self._devices_nc = None
 
     def _jetstream(self, account: Account) -> tuple[JetStreamContext, str, NATS]:
         """The JetStream context of an account's streams, its API prefix, and the connection
@@ -336,6 +339,24 @@ class StreamClient:
         except (NatsError, TimeoutError, StreamError):
             return False
         return True
+
+    async def publish_to_devices(self, messages: list[tuple[str, bytes]]) -> None:
+        """Publish `(MQTT topic, payload)` pairs where MQTT clients subscribe: the devices'
+        account of the embedded server (a connection opened on first use), or, with an external
+        server, this connection's own account. Raises StreamError when they could not be
+        handed to the server."""
+        if self._devices_nc is None or self._devices_nc.is_closed:
+            creds = devices_account_credentials(self._config)
+            self._devices_nc = (self._conn if creds is None else
+                                await self._open(creds, "sensorlake-republish", 5.0, True))
+        nc = self._devices_nc
+        try:
+            for topic, payload in messages:
+                await nc.publish(subject_for_topic("", topic).lstrip("."), payload)
+            await nc.flush(timeout=5)
+        except (NatsError, TimeoutError) as exc:
+            raise StreamError(f"could not publish to the MQTT listener: {exc}",
+                              hint="is nats-server running?") from exc
 
     async def request(self, subject: str, wait_s: float = 1.0) -> bytes | None:
         """One reply's data, or None when nobody answered in time."""

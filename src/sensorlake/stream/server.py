@@ -128,6 +128,17 @@ def mqtt_credentials(config: Config) -> StreamCredentials | None:
     )
 
 
+def devices_account_credentials(config: Config) -> StreamCredentials | None:
+    """sensorlake's user in the devices' account, for publishing where MQTT clients subscribe
+    (the republish action); None with an external server, where there are no such accounts."""
+    if not config.embedded_nats:
+        return None
+    passwords = load_or_create_secrets(config)
+    return StreamCredentials(
+        f"nats://127.0.0.1:{config.stream.port}", MQTT_SERVICE_USER, passwords["mqtt"]
+    )
+
+
 def mqtt_uses_tls(config: Config) -> bool:
     """Plain anonymous MQTT until the first device is registered; client certificates after."""
     return Registry(config.data_dir).exists()

@@ -1,0 +1,66 @@
+"""The database of the outputs that are not Iceberg tables (device state, the outbox of side
+effects): a SQLite file in the data dir, or the catalog's PostgreSQL when there is one, so that
+every node of a cluster reads and writes the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sensorlake.config import Config
+from sensorlake.lake.catalog import catalog_properties
+
+STATE_FILE = "device_state.db"
+
+
+def database_url(config: Config) -> str:
+    props = catalog_properties(config)
+    uri = props.get("uri", "")
+    if props.get("type") == "sql" and uri.startswith("postgresql"):
+        return uri
+    return f"sqlite:///{config.data_dir / STATE_FILE}"
+
+
+def open_database(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def positions_table(meta: sa.MetaData, namespace: str) -> sa.Table:
+    """Each output's position (Position.encode()), written in the transaction of its rows."""
+    return sa.Table(
+        f"{namespace}_state_position", meta,
+        sa.Column("output", sa.String, primary_key=True),
+        sa.Column("position", sa.Text, nullable=False),
+    )
+
+
+def set_position(con: sa.Connection, table: sa.Table, output: str, text: str) -> None:
+    done = con.execute(table.update().where(table.c.output == output).values(position=text))
+    if not done.rowcount:
+        con.execute(table.insert().values(output=output, position=text))
+
+
+def create_tables(engine: Engine, meta: sa.MetaData) -> None:
+    try:
+        meta.create_all(engine, checkfirst=True)
+    except sa.exc.OperationalError:  # another process created them meanwhile
+        meta.create_all(engine, checkfirst=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL: readers never block the worker's writes nor see half of one. FULL: a committed
+    position survives a power cut, as the stream's acks that follow it assume."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
