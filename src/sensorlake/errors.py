@@ -28,6 +28,11 @@ class ConfigError(SensorlakeError):
         super().__init__(f"config key '{key}': {message}", hint=hint)
 
 
+class ReloadRefused(SensorlakeError):
+    """The running `up` kept its configuration: the new one did not load or changed more than
+    a reload applies."""
+
+
 class StreamError(SensorlakeError):
     """The stream (NATS JetStream) could not be reached or refused an operation."""
 

@@ -45,6 +45,8 @@ class ChildSupervisor:
     def __init__(self) -> None:
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
+        self._replacing: asyncio.Event | None = None
+        """Set while replace() swaps the child for a new one: its exit is not a crash."""
         self.restarts = 0
 
     @property
@@ -68,6 +70,9 @@ class ChildSupervisor:
             code = await proc.wait()
             if self._stopping:
                 return
+            if self._replacing is not None:
+                await self._replacing.wait()  # replace() starts the next one
+                continue
             log.warning("%s exited with code %s; restarting in %.1f s", self.name, code, delay)
             await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
             delay = min(delay * 2, 10.0)
@@ -78,8 +83,21 @@ class ChildSupervisor:
             except Exception as exc:  # keep supervising: the next attempt may succeed
                 log.error("%s restart failed: %s", self.name, exc)
 
+    async def replace(self, grace_s: float = 8.0) -> None:
+        """Stop the child as stop() does and start it again (to apply a new configuration)."""
+        replacing = self._replacing = asyncio.Event()
+        try:
+            await self._terminate(grace_s)
+            await self._spawn()
+        finally:
+            self._replacing = None
+            replacing.set()
+
     async def stop(self, grace_s: float = 5.0) -> None:
         self._stopping = True
+        await self._terminate(grace_s)
+
+    async def _terminate(self, grace_s: float) -> None:
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return

@@ -75,6 +75,8 @@ class ApiContext:
     """Watched by `up` (the embedded server's disk); None elsewhere."""
     local_token: str | None = None
     """The read-scope token `up` keeps in its run file for commands on this machine."""
+    reloaded: dict[str, Any] | None = None
+    """The outcome of the last configuration reload (SIGHUP): at, ok, message."""
 
 
 
@@ -223,7 +225,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         status = await writer_status(ctx.client)
         counted = (status or {}).get("rules") or {}
         listed = []
-        for rule in cfg.rules:
+        for rule in ctx.config.rules:  # reloaded with SIGHUP
             counters = counted.get(rule.name) or {"matched": 0, "emitted": 0, "errors": 0,
                                                   "last_error": None}
             listed.append({"name": rule.name, "sql": rule.sql, "enabled": rule.enabled,
@@ -304,6 +306,8 @@ def create_app(ctx: ApiContext) -> Starlette:
             body["committed"] = status.get("committed")
         if ctx.restarts is not None:
             body["restarts"] = ctx.restarts()
+        if ctx.reloaded is not None:
+            body["reloaded"] = ctx.reloaded
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:

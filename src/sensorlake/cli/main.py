@@ -58,9 +58,26 @@ def up(
 
     from sensorlake.cli.runner import run_up
 
-    cfg = _load(config, data_dir, host=host, mqtt_port=mqtt_port, http_port=http_port,
-                mqtts_port=mqtts_port, insecure=insecure)
-    asyncio.run(run_up(cfg, on_ready=_print_banner, config_path=config, demo=demo))
+    def read() -> Config:
+        return _load(config, data_dir, host=host, mqtt_port=mqtt_port, http_port=http_port,
+                     mqtts_port=mqtts_port, insecure=insecure)
+
+    asyncio.run(run_up(read(), on_ready=_print_banner, config_path=config, demo=demo,
+                       reload=read))
+
+
+@app.command()
+def reload(data_dir: DataDirOpt = None, config: ConfigOpt = None,
+           wait: Annotated[float, typer.Option(help="Seconds to wait for the outcome.")] = 30.0
+           ) -> None:
+    """Apply the config file's [[rules]] and [[views]] to the running `up` (as SIGHUP does).
+
+    The worker restarts gracefully with the new rules: nothing is lost or doubled. A config
+    that does not load, or changes more than rules and views, is refused; the old one stays.
+    """
+    from sensorlake.cli.remote import reload_running
+
+    reload_running(_load(config, data_dir), wait)
 
 
 @app.command()

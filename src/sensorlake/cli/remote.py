@@ -10,12 +10,15 @@ from __future__ import annotations
 import http.client
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sensorlake.configsource import data_dir_of, raw_settings
-from sensorlake.errors import QueryError
+from sensorlake.errors import QueryError, ReloadRefused, ServerStartError
 from sensorlake.runfile import running
+
+if TYPE_CHECKING:
+    from sensorlake.config import Config
 
 _ANSWER_S = 300.0
 """Longer than any query.timeout a user would set: the server ends a long query itself."""
@@ -63,3 +66,42 @@ def ask_running(config: Path | None, data_dir: Path | None, sql: str, max_rows: 
         raise QueryError(str(doc.get("error") or f"failed with status {status}"),
                          hint=doc.get("hint"))
     return doc
+
+
+def reload_running(config: Config, wait_s: float) -> None:
+    """SIGHUP to the `up` of this data folder, then its verdict from /healthz."""
+    import os
+    import signal
+    import time
+
+    import httpx
+
+    info = running(config.data_dir)
+    if info is None:
+        raise ServerStartError(f"no sensorlake up runs on {config.data_dir}",
+                               hint="start it with `sensorlake up`; it reads the config then")
+    verify: Any = (str(config.data_dir / "ca" / "ca.crt")
+                   if info.local_http.startswith("https") else True)
+
+    def last() -> Any:
+        try:
+            reply = httpx.get(f"{info.local_http}/healthz", timeout=5, verify=verify)
+            return reply.json().get("reloaded")
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    before = last()
+    os.kill(info.pid, signal.SIGHUP)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        outcome = last()
+        if outcome is not None and outcome != before:
+            if not outcome.get("ok"):
+                raise ReloadRefused(f"not reloaded: {outcome.get('message')}",
+                                    hint="fix the config file and run `sensorlake reload` "
+                                         "again; the previous configuration is in effect")
+            print(f"reloaded: {outcome.get('message')}")
+            return
+    raise ServerStartError(f"sensorlake up (pid {info.pid}) did not report a reload within "
+                           f"{wait_s:.0f} s", hint="see its log")

@@ -19,15 +19,18 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Generator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from pyiceberg.catalog import Catalog
 
 from sensorlake.api.app import ApiContext, create_app
 from sensorlake.config import Config
 from sensorlake.devices.tls import ensure_server_certificate
 from sensorlake.devices.token_gate import TokenGate
-from sensorlake.errors import ConfigError, ServerStartError
+from sensorlake.errors import ConfigError, SensorlakeError, ServerStartError
 from sensorlake.hosts import is_loopback, is_wildcard
 from sensorlake.lake.catalog import open_catalog
 from sensorlake.lake.tables import ensure_tables
@@ -146,7 +149,9 @@ async def run_up(
     on_ready: Callable[[Config], None] | None = None,
     config_path: Path | None = None,
     demo: bool = False,
+    reload: Callable[[], Config] | None = None,
 ) -> None:
+    """`reload` reads the configuration again, as it was read for this run (SIGHUP)."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     check_exposure(config)
     http_sock = _bind(config.server.host, config.server.http_port)
@@ -195,7 +200,17 @@ async def run_up(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        reloading = asyncio.Lock()
+
+        async def reload_config() -> None:
+            if reload is None or reloading.locked():
+                return
+            async with reloading:
+                ctx.reloaded = await apply_reload(ctx, reload, worker, catalog)
+
         async with asyncio.TaskGroup() as tasks:
+            loop.add_signal_handler(signal.SIGHUP,
+                                    lambda: tasks.create_task(reload_config(), name="reload"))
             server_task = tasks.create_task(server.serve(sockets=[http_sock]), name="http")
             for child in supervised:
                 tasks.create_task(child.supervise(), name=f"supervise {child.name}")
@@ -229,6 +244,56 @@ async def run_up(
         remove_run_file(config.data_dir)
         await stop_in_order()
         http_sock.close()
+
+
+RELOADED = ("rules", "views")
+"""What a reload (SIGHUP) applies: the rest of the configuration needs a restart."""
+
+
+async def apply_reload(ctx: ApiContext, reload: Callable[[], Config],
+                       worker: WorkerSupervisor, catalog: Catalog) -> dict[str, Any]:
+    """Read the configuration again and apply its rules and views: the API answers with the
+    new views at once, and the worker is restarted gracefully (it commits what it holds, and
+    the next one resumes from the lake: nothing is lost or doubled). A configuration that does
+    not load, or that changes more than rules and views, is refused; the old one stays."""
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        new = await asyncio.to_thread(reload)
+    except SensorlakeError as exc:
+        log.error("configuration not reloaded: %s; still running the previous one", exc)
+        return {"at": at, "ok": False, "message": str(exc)}
+    old = ctx.config
+    others = _changed(old.model_dump(exclude=set(RELOADED)),
+                      new.model_dump(exclude=set(RELOADED)))
+    if others:
+        message = (f"{', '.join(others)} changed, which takes a restart of sensorlake up; a "
+                   "reload applies [[rules]] and [[views]] only")
+        log.error("configuration not reloaded: %s", message)
+        return {"at": at, "ok": False, "message": message}
+    applied = [name for name in RELOADED if getattr(new, name) != getattr(old, name)]
+    if not applied:
+        log.info("configuration reloaded: no change to rules or views")
+        return {"at": at, "ok": True, "message": "no change to rules or views"}
+    ctx.config = new
+    ctx.engine = QueryEngine(new, catalog)
+    if "rules" in applied:
+        try:
+            await worker.replace()
+        except Exception as exc:  # supervise() starts it again from the old configuration
+            log.error("the worker did not start with the new rules: %s", exc)
+            return {"at": at, "ok": False, "message": f"the worker did not start: {exc}"}
+    message = (f"{len(new.rules)} rules and {len(new.views)} views in effect "
+               f"({' and '.join(applied)} changed)")
+    log.warning("configuration reloaded: %s", message)
+    return {"at": at, "ok": True, "message": message}
+
+
+def _changed(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [key for name in sorted(set(old) | set(new))
+                for key in _changed(old.get(name), new.get(name),
+                                    f"{path}.{name}" if path else name)]
+    return [path] if old != new else []
 
 
 async def watch_storage(storage: StorageWatch, nats: NatsSupervisor,

@@ -8,7 +8,7 @@ evaluated over (RuleFailed) is isolated by the pipeline like any reading an outp
 and goes to dead_letter with the rule's name and the error.
 
 A new rule starts at the next reading: its table is created holding telemetry's position, so it
-is not run over what the lake already has (`sensorlake rules backfill` does that, on purpose).
+is not run over what the lake already has.
 """
 
 from __future__ import annotations
