@@ -103,3 +103,35 @@ def test_out_of_range_epochs_in_an_array_are_dead_lettered_one_by_one() -> None:
     batch = decode(items)
     assert len(batch) == 9
     assert batch.dead.reasons == ["field 'ts': epoch -1e+20 is outside 1970–2200"]
+
+
+def test_schema_growth_from_many_shapes_is_what_value_by_value_inference_gives() -> None:
+    """evolve_schema infers one value per distinct shape: the answer must be that of merging
+    every value's type (kind by kind, the first seen kind first), conflicts and growth
+    included."""
+    import random
+
+    from sensorlake.lake.records import evolve_schema
+    from sensorlake.lake.schema import infer_type, merge_types
+
+    rng = random.Random(3)
+    leaves: list[object] = [1, 2.5, "x", True, None, [], {}, [1, "a"], ["b"], {"k": 1}]
+
+    def value(depth: int) -> object:
+        if depth == 0 or rng.random() < 0.4:
+            return rng.choice(leaves)
+        if rng.random() < 0.5:
+            return [value(depth - 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice("abc"): value(depth - 1) for _ in range(rng.randint(0, 3))}
+
+    for _ in range(30):
+        payloads = [{"v": value(3)} for _ in range(40)]
+        expected = None
+        values = [p["v"] for p in payloads]
+        for kind in dict.fromkeys(map(type, values)):
+            for v in (values if kind in (dict, list) else
+                      [next(v for v in values if type(v) is kind)]):
+                if type(v) is kind:
+                    expected = merge_types(expected, infer_type(v))
+        got = evolve_schema(payloads, pa.schema([]))
+        assert (got.field("v").type if "v" in got.names else None) == expected

@@ -261,7 +261,7 @@ http = "http://127.0.0.1:{receiver.port}/hook"
     http_load = HttpLoad(fresh)
     kills = 0
     try:
-        for _ in range(12):
+        for _ in range(8):
             time.sleep(rng.uniform(0.5, 2.0))
             action = rng.choice(["kill -9 worker", "kill -9 up", "kill -9 every process"])
             _healthy(fresh, ACTIONS[action](fresh))
