@@ -4,11 +4,8 @@ kept through outages and kills in the outbox, never looping back into the rule."
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.conftest import Sensorlake, free_port
-from tests.pipeline.test_crash_safety import _nats_pid, _worker_pid
+from tests.pipeline.test_crash_safety import _kill_tree
 
 pytestmark = pytest.mark.slow
 
@@ -152,15 +149,9 @@ def test_a_dead_endpoint_neither_slows_ingest_nor_loses_rows_across_a_kill(
     # ingest goes on and telemetry has it all, while the rows wait in the outbox
     assert fresh.wait_rows("SELECT count(*) FROM telemetry", 1) == [[20]]
     time.sleep(1.5)  # committed, with the rows still undelivered
-    assert fresh.proc is not None
-    for pid in [fresh.proc.pid, _nats_pid(fresh), *(p for p in [_worker_pid(fresh)] if p)]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    fresh.proc.wait(10)
-    fresh.proc = None
+    _kill_tree(fresh)  # every process, started again as a service manager would
     receiver = Receiver(port).start()
     try:
-        fresh.start(timeout=60)
         rows = receiver.wait_rows(20, timeout=30)
         time.sleep(1.5)
         assert sorted(r["temperature"] for r in receiver.rows) == [31.0 + n for n in range(20)]

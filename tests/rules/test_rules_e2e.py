@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import Sensorlake
-from tests.pipeline.test_crash_safety import _healthy, _nats_pid, _worker_pid
+from tests.pipeline.test_crash_safety import _healthy, _kill_tree, _worker_pid
 
 pytestmark = pytest.mark.slow
 
@@ -193,13 +193,7 @@ table = "odd_ones"
                 os.kill(pid, signal.SIGKILL)
             _healthy(fresh, time.monotonic())
         else:  # every process, then started again as a service manager would
-            assert fresh.proc is not None
-            for pid in [fresh.proc.pid, _nats_pid(fresh), *(p for p in [_worker_pid(fresh)] if p)]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            fresh.proc.wait(10)
-            fresh.proc = None
-            fresh.start(timeout=60)
+            _kill_tree(fresh)
     odd = [x for x in acked if x % 2 == 1]
     wait_count(fresh, "odd_ones", len(odd), timeout=60)
     time.sleep(2)  # a doubled commit would land by now

@@ -49,11 +49,27 @@ def set_position(con: sa.Connection, table: sa.Table, output: str, text: str) ->
         con.execute(table.insert().values(output=output, position=text))
 
 
-def create_tables(engine: Engine, meta: sa.MetaData) -> None:
-    try:
-        meta.create_all(engine, checkfirst=True)
-    except sa.exc.OperationalError:  # another process created them meanwhile
-        meta.create_all(engine, checkfirst=True)
+class SqlStore:
+    """What an output kept in this database shares: the engine, its positions, tables created
+    on first use (by whichever process comes first)."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self.url = url
+        self._engine: Engine = open_database(url)
+        self._meta = sa.MetaData()
+        self._positions = positions_table(self._meta, namespace)
+        self._created = False
+
+    def _ensure(self) -> None:
+        if not self._created:
+            try:
+                self._meta.create_all(self._engine, checkfirst=True)
+            except sa.exc.OperationalError:  # another process created them meanwhile
+                self._meta.create_all(self._engine, checkfirst=True)
+            self._created = True
+
+    def dispose(self) -> None:
+        self._engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -19,14 +19,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
-from sensorlake.pipeline.database import (
-    create_tables,
-    open_database,
-    positions_table,
-    set_position,
-)
+from sensorlake.pipeline.database import SqlStore, set_position
 from sensorlake.stream.partitions import Position
 
 DELIVERED = "#delivered"
@@ -42,12 +36,11 @@ class Effect(NamedTuple):
     body: bytes
 
 
-class Outbox:
+class Outbox(SqlStore):
     def __init__(self, url: str, namespace: str) -> None:
-        self._engine: Engine = open_database(url)
-        meta = sa.MetaData()
+        super().__init__(url, namespace)
         self._effects = sa.Table(
-            f"{namespace}_outbox", meta,
+            f"{namespace}_outbox", self._meta,
             sa.Column("output", sa.String, primary_key=True),
             sa.Column("stream", sa.String, primary_key=True),
             sa.Column("seq", sa.BigInteger, primary_key=True),
@@ -55,14 +48,6 @@ class Outbox:
             sa.Column("topic", sa.Text, nullable=False),
             sa.Column("body", sa.LargeBinary, nullable=False),
         )
-        self._positions = positions_table(meta, namespace)
-        self._meta = meta
-        self._created = False
-
-    def _ensure(self) -> None:
-        if not self._created:
-            create_tables(self._engine, self._meta)
-            self._created = True
 
     def load(self, output: str) -> tuple[Position | None, Position, list[Effect]]:
         """(the output's position or None if it never wrote, what was delivered, the effects
@@ -120,9 +105,6 @@ class Outbox:
             con.execute(self._effects.delete().where(
                 self._effects.c.output == output, self._effects.c.stream == stream,
                 self._effects.c.seq <= seq))
-
-    def dispose(self) -> None:
-        self._engine.dispose()
 
 
 def _covers(position: Position, effect: Effect) -> bool:

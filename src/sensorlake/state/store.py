@@ -14,30 +14,21 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from sensorlake.config import Config
 from sensorlake.errors import LakeError
 from sensorlake.lake.catalog import mask_uri
-from sensorlake.pipeline.database import (
-    create_tables,
-    database_url,
-    open_database,
-    positions_table,
-    set_position,
-)
+from sensorlake.pipeline.database import SqlStore, database_url, set_position
 from sensorlake.state.records import DeviceState, values_json
 from sensorlake.stream.partitions import Position
 
 log = logging.getLogger(__name__)
 
-class StateStore:
+class StateStore(SqlStore):
     def __init__(self, url: str, namespace: str) -> None:
-        self.url = url
-        self._engine: Engine = open_database(url)
-        meta = sa.MetaData()
+        super().__init__(url, namespace)
         self._records = sa.Table(
-            f"{namespace}_device_state", meta,
+            f"{namespace}_device_state", self._meta,
             sa.Column("device_id", sa.String, primary_key=True),
             sa.Column("source", sa.String, primary_key=True),
             sa.Column("topic", sa.String),
@@ -52,18 +43,10 @@ class StateStore:
             sa.Column("messages", sa.BigInteger, nullable=False),
             sa.Column("readings", sa.BigInteger, nullable=False),
         )
-        self._positions = positions_table(meta, namespace)
-        self._meta = meta
-        self._created = False
 
     @classmethod
     def for_config(cls, config: Config) -> StateStore:
         return cls(database_url(config), config.lake.namespace)
-
-    def _ensure(self) -> None:
-        if not self._created:
-            create_tables(self._engine, self._meta)
-            self._created = True
 
     def position(self, output: str) -> Position | None:
         """What the store holds for `output`; None when it never wrote."""
@@ -122,9 +105,6 @@ class StateStore:
                             f"{str(exc).splitlines()[0]}",
                             hint="check that the database is reachable (docs/operations.md)"
                             ) from exc
-
-    def dispose(self) -> None:
-        self._engine.dispose()
 
 
 _VALUE_COLUMNS = ("topic", "ts", "received_at", "seq", "stream", "fields", "first_ts",
