@@ -133,7 +133,9 @@ def test_expiry_keeps_the_position_and_the_current_snapshot(catalog: Catalog) ->
     report = Maintenance(catalog, NAMESPACE, settings(compact_min_files=100),
                          now=lambda: later).run_table("telemetry")
 
-    assert report.expired_snapshots == 5
+    # Two hours on may be past midnight: the readings' day has closed, and is compacted first
+    # (one snapshot more, to expire as well).
+    assert report.expired_snapshots == 5 + (1 if report.compacted_files else 0)
     telemetry.table.refresh()
     assert len(telemetry.table.metadata.snapshots) == 1
     assert read_position(telemetry.table) == position

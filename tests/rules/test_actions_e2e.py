@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import Sensorlake, free_port
 from tests.pipeline.test_crash_safety import _kill_tree
+from tests.rules.test_rules_e2e import wait_count
 
 pytestmark = pytest.mark.slow
 
@@ -222,11 +223,12 @@ republish = "mirror/${topic()}"
 
 
 @pytest.mark.timeout(600)
-def test_every_acked_reading_is_posted_whatever_is_killed(fresh: Sensorlake, tmp_path: Path,
-                                                          receiver: Receiver) -> None:
-    """Every process killed at random, and at every fault point of the outbox's commit, while
-    MQTT and HTTP readings flow: each acknowledged reading is posted, and a reading is posted
-    twice only if a kill fell between a post and the record that it was made."""
+def test_every_acked_reading_is_posted_and_in_the_rule_table_whatever_is_killed(
+        fresh: Sensorlake, tmp_path: Path, receiver: Receiver) -> None:
+    """Every process killed at random, and at every fault point of the commits, while MQTT and
+    HTTP readings flow and a rule table's rows wait in memory for lake.rule_flush_interval:
+    each acknowledged reading is posted, and posted twice only if a kill fell between a post
+    and the record that it was made; the rule's table holds each matching reading once."""
     from collections import Counter
 
     from tests.pipeline.test_crash_safety import (
@@ -243,8 +245,14 @@ def test_every_acked_reading_is_posted_whatever_is_killed(fresh: Sensorlake, tmp
 name = "everything"
 sql = "SELECT n, src FROM 'crash/#'"
 http = "http://127.0.0.1:{receiver.port}/hook"
+
+[[rules]]
+name = "odd"
+sql = "SELECT n, src FROM 'crash/#' WHERE n % 2 = 1"
+table = "odd_ones"
 ''')
     fresh.flush_interval = 0.3
+    fresh.extra_env["SENSORLAKE_LAKE__RULE_FLUSH_INTERVAL"] = "1.5"
     fresh.extra_env["SENSORLAKE_FAULTS"] = FAULTS
     fresh.start()
     rng = random.Random(5)
@@ -252,7 +260,7 @@ http = "http://127.0.0.1:{receiver.port}/hook"
     http_load = HttpLoad(fresh)
     kills = 0
     try:
-        for _ in range(8):
+        for _ in range(6):
             time.sleep(rng.uniform(0.5, 2.0))
             action = rng.choice(["kill -9 worker", "kill -9 up", "kill -9 every process"])
             _healthy(fresh, ACTIONS[action](fresh))
@@ -277,3 +285,9 @@ http = "http://127.0.0.1:{receiver.port}/hook"
     print(f"\n{len(stored)} readings, {kills} kills, {fired} fault points fired: "
           f"{twice} posted twice")
     assert twice <= (kills + fired) * 500  # at most the batch in flight at each kill
+    odd = sum(c for (_, n), c in stored.items() if n % 2 == 1)
+    wait_count(fresh, "odd_ones", odd, timeout=60)
+    time.sleep(2)  # a doubled commit would land by now
+    in_table = Counter({(src, int(n)): int(c) for src, n, c in fresh.rows(
+        "SELECT src, n, count(*) FROM odd_ones GROUP BY 1, 2")})
+    assert in_table == Counter({k: c for k, c in stored.items() if k[1] % 2 == 1})

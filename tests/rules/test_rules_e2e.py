@@ -3,11 +3,7 @@ over MQTT land in each rule's own table, values checked, next to telemetry."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import random
-import signal
 import time
 from pathlib import Path
 
@@ -15,7 +11,6 @@ import httpx
 import pytest
 
 from tests.conftest import Sensorlake
-from tests.pipeline.test_crash_safety import _healthy, _kill_tree, _worker_pid
 
 pytestmark = pytest.mark.slow
 
@@ -155,47 +150,3 @@ table = "unpacked"
     assert unpack["running"] is True
     assert unpack["actions"] == ["table"]
     assert listed["cold_stations"]["emitted"] == 1
-
-
-def test_every_acked_reading_is_in_the_rule_table_once_whatever_is_killed(
-        fresh: Sensorlake, tmp_path: Path) -> None:
-    """SIGKILL of `up` (and with it the worker) at random moments, while the rule's rows wait
-    in memory for lake.rule_flush_interval: each acknowledged reading ends up in the rule's table
-    exactly once, and each one the rule filters out never does."""
-    config = tmp_path / "sensorlake.toml"
-    config.write_text('''
-[[rules]]
-name = "odd"
-sql = "SELECT n, device_id FROM 'kill/+/t' WHERE n % 2 = 1"
-table = "odd_ones"
-''')
-    fresh.extra_args = ("--config", str(config))
-    fresh.flush_interval = 0.3
-    fresh.extra_env["SENSORLAKE_LAKE__RULE_FLUSH_INTERVAL"] = "1.5"
-    rng = random.Random(11)
-    acked: list[int] = []
-    n = 0
-    fresh.start()
-    for cycle in range(8):
-        stop_at = time.monotonic() + rng.uniform(0.5, 3.0)
-        while time.monotonic() < stop_at:
-            body = "\n".join(json.dumps({"device_id": f"k{i % 3}", "n": n + i})
-                             for i in range(50))
-            with contextlib.suppress(httpx.HTTPError):
-                reply = fresh.ingest(f"kill/k{n % 3}/t", body.encode(), "application/x-ndjson")
-                if reply.status_code == 200:
-                    acked.extend(range(n, n + 50))
-            n += 50
-            time.sleep(0.02)
-        if cycle % 2:  # the worker alone: `up` starts another
-            pid = _worker_pid(fresh)
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
-            _healthy(fresh, time.monotonic())
-        else:  # every process, then started again as a service manager would
-            _kill_tree(fresh)
-    odd = [x for x in acked if x % 2 == 1]
-    wait_count(fresh, "odd_ones", len(odd), timeout=60)
-    time.sleep(2)  # a doubled commit would land by now
-    rows = fresh.rows("SELECT count(*), count(DISTINCT n), sum(n), min(n % 2) FROM odd_ones")
-    assert rows == [[len(odd), len(odd), sum(odd), 1]]

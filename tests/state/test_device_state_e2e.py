@@ -22,7 +22,7 @@ def state_of(lake: Sensorlake, device: str) -> dict[str, object]:
 
 
 def test_out_of_order_readings_keep_the_latest_by_event_time(fresh: Sensorlake) -> None:
-    fresh.extra_env["SENSORLAKE_DEVICES__OFFLINE_AFTER"] = "3"
+    fresh.extra_env["SENSORLAKE_DEVICES__OFFLINE_AFTER"] = "1.5"
     fresh.start()
     fresh.ingest("farm/gh-01/telemetry", {"temperature": 21.5, "humidity": 40,
                                           "ts": "2026-12-01T10:00:00Z"})
@@ -50,7 +50,7 @@ def test_out_of_order_readings_keep_the_latest_by_event_time(fresh: Sensorlake) 
     listing = json.loads(fresh.cli("devices", "state", "--format", "json").stdout)
     assert [r[0] for r in listing["rows"]] == ["gh-01", "gh-02"]
 
-    time.sleep(3.5)  # devices.offline_after = 3: silent since
+    time.sleep(2.0)  # devices.offline_after = 1.5: silent since
     assert state_of(fresh, "gh-01")["online"] is False
     listed = httpx.get(f"{fresh.url}/api/v1/devices", timeout=10).json()
     assert {d["name"]: d["online"] for d in listed["devices"]} == {"gh-01": False,
