@@ -10,11 +10,6 @@ against the same filter run over telemetry). The rules are a mix, a third each:
 - WHERE filters on a nested field (each keeping a different share of the readings);
 - functions over nested fields (`upper`, `round`, `cast`) with a filter.
 
-Whole-run rates include the start and the last window's wait for `lake.flush_interval`, which
-alone can halve them; the steady pace — readings/s committed into telemetry between 20 % and
-80 % of the input, sampled from /metrics every 0.25 s — is the pipeline's throughput with the
-rules' work in it, and what the ratios are taken of.
-
 Then, with the 10 rules, the latency from one reading's POST until its row is visible in a rule
 table, p50 / p99: set by `lake.flush_interval` and `lake.rule_flush_interval` (the defaults here).
 
@@ -25,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import itertools
 import json
 import os
 import platform
@@ -34,7 +27,6 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -122,38 +114,13 @@ def emitted(base: str, count: int) -> list[int]:
     return [by_name.get(f"rule_{k}", 0) for k in range(count)]
 
 
-def steady(timeline: list[tuple[float, float]], total: int) -> float:
-    """Readings/s committed into telemetry between 20 % and 80 % of the input: the pipeline's
-    pace with the rules' work in it, without the start-up and the last window's wait for
-    lake.flush_interval, which alone can halve a whole-run figure."""
-    def when(share: float) -> float:
-        target = share * total
-        for (t0, c0), (t1, c1) in itertools.pairwise(timeline):
-            if c1 >= target > c0:
-                return t0 + (t1 - t0) * (target - c0) / (c1 - c0)
-        raise ValueError("the timeline does not cross the share")
-
-    return 0.6 * total / (when(0.8) - when(0.2))
-
-
 def run(count: int, total: int, samples: int, work: Path) -> dict[str, float]:
     path = work / f"rules-{count}.toml"
     path.write_text(config(count))
     base, proc = start_up(SENSORLAKE, work / f"data-{count}",
                           {"SENSORLAKE_CONFIG": str(path)})
-    timeline: list[tuple[float, float]] = []
-    sampling = threading.Event()
-
-    def sample() -> None:
-        while not sampling.is_set():
-            with contextlib.suppress(httpx.HTTPError):
-                timeline.append((time.perf_counter(), committed(base, "telemetry")))
-            time.sleep(0.25)
-
-    sampler = threading.Thread(target=sample, daemon=True)
     try:
         started = time.perf_counter()
-        sampler.start()
         acked = asyncio.run(push(base, total))
         while committed(base, "telemetry") < total:
             time.sleep(0.2)
@@ -163,8 +130,6 @@ def run(count: int, total: int, samples: int, work: Path) -> dict[str, float]:
         while count and emitted(base, count) != expected:
             time.sleep(0.2)
         finished = time.perf_counter()
-        sampling.set()
-        sampler.join()
         got = [query(base, f"SELECT count(*) FROM rule_{k}")[0][0] for k in range(count)]
         assert got == expected, (got, expected)
         latencies = []
@@ -184,7 +149,7 @@ def run(count: int, total: int, samples: int, work: Path) -> dict[str, float]:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     figures = {"acked_rate": total / acked, "telemetry_rate": total / (done - started),
-               "rate": total / (finished - started), "steady": steady(timeline, total)}
+               "rate": total / (finished - started)}
     if latencies:
         latencies.sort()
         figures["p50"] = statistics.median(latencies)
@@ -202,19 +167,17 @@ def main() -> None:
     print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{args.readings:,} readings over HTTP")
     print("| rules | acked by the stream | in telemetry | in telemetry and every rule table "
-          "| vs 0 rules | steady pace (20→80 %) | vs 0 rules | rule table latency p50 / p99 |")
-    print("|---|---|---|---|---|---|---|---|")
-    base_rate = base_steady = None
+          "| vs 0 rules | rule table latency p50 / p99 |")
+    print("|---|---|---|---|---|---|")
+    base_rate = None
     with tempfile.TemporaryDirectory(prefix="sensorlake-rules-") as tmp:
         for count in counts:
             figures = run(count, args.readings, args.samples if count == 10 else 0, Path(tmp))
             base_rate = base_rate or figures["rate"]
-            base_steady = base_steady or figures["steady"]
             latency = (f"{figures['p50']:.2f} s / {figures['p99']:.2f} s" if "p50" in figures
                        else "")
             print(f"| {count} | {figures['acked_rate']:,.0f}/s | {figures['telemetry_rate']:,.0f}/s"
-                  f" | {figures['rate']:,.0f}/s | {figures['rate'] / base_rate:.2f}× | "
-                  f"**{figures['steady']:,.0f}/s** | **{figures['steady'] / base_steady:.2f}×** | "
+                  f" | **{figures['rate']:,.0f}/s** | {figures['rate'] / base_rate:.2f}× | "
                   f"{latency} |", flush=True)
 
 
