@@ -15,6 +15,8 @@ from typing import Any
 
 import duckdb
 
+from sensorlake.sandbox import sealed_duckdb
+
 _lock = threading.Lock()
 _connection: tuple[int, duckdb.DuckDBPyConnection] | None = None
 
@@ -22,9 +24,7 @@ _connection: tuple[int, duckdb.DuckDBPyConnection] | None = None
 def _scratch() -> duckdb.DuckDBPyConnection:
     global _connection
     if _connection is None or _connection[0] != os.getpid():  # a forked child gets its own
-        _connection = (os.getpid(), duckdb.connect(":memory:", config={
-            "enable_external_access": "false", "autoload_known_extensions": "false",
-            "autoinstall_known_extensions": "false"}))
+        _connection = (os.getpid(), sealed_duckdb(threads=None))
     return _connection[1]
 
 

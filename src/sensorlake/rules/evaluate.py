@@ -20,6 +20,7 @@ from sensorlake.config import RuleConfig
 from sensorlake.errors import RowsRefused
 from sensorlake.rules.dialect import Translated, added_columns, bind, check_rule
 from sensorlake.rules.republish import own_filter
+from sensorlake.sandbox import sealed_duckdb
 from sensorlake.topics import topic_matches
 
 RELATION = "readings"
@@ -102,9 +103,7 @@ class Evaluator:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._db = duckdb.connect(":memory:", config={
-            "enable_external_access": "false", "autoload_known_extensions": "false",
-            "autoinstall_known_extensions": "false", "threads": "1"})
+        self._db = sealed_duckdb()
         self._db.execute("SET TimeZone = 'UTC'")
         self._topics: tuple[pa.Table | None, list[str | None]] = (None, [])
 

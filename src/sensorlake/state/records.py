@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
 
 from sensorlake.lake.tables import BASE_COLUMNS
+from sensorlake.sandbox import sealed_duckdb
 
 DEVICE_STATE = "device_state"
 """The output's name, and the table SQL queries read it by."""
@@ -100,9 +100,7 @@ class Summarizer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._db = duckdb.connect(":memory:", config={
-            "enable_external_access": "false", "autoload_known_extensions": "false",
-            "autoinstall_known_extensions": "false", "threads": "1"})
+        self._db = sealed_duckdb()
 
     def readings(self, rows: pa.Table) -> list[DeviceState]:
         """Telemetry's records from decoded readings."""
