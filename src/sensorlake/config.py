@@ -171,9 +171,9 @@ class LakeConfig(_Section):
     """Readings that trigger a commit before flush_interval."""
     rule_flush_interval: float = Field(5.0, ge=0, le=3600)
     """Seconds a rule's results may wait in memory for more before its table is committed
-    (or flush_rows of them): each commit of a table costs ~40 ms whatever its size, so under
-    load, committing every rule table with every telemetry commit would cost more than the
-    readings. 0: with every commit of telemetry."""
+    (or once the readings it holds take flush_bytes): each commit of a table costs 25–50 ms
+    whatever its size, so under load, committing every rule table with every telemetry commit
+    would cost more than the readings. 0: with every commit of telemetry."""
     flush_bytes: int = Field(64 * MiB, ge=1024)
     """Buffered payload bytes that trigger a commit before flush_interval."""
     stall_timeout: float = Field(60.0, ge=3, le=3600)

@@ -54,6 +54,7 @@ from sensorlake.lake.tables import (
     read_position,
     table_totals,
 )
+from sensorlake.lake.transaction import transaction
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ class Maintenance:
             missing[TARGET_FILE_SIZE] = target
         if not missing:
             return table
-        return self._commit(table, lambda t: t.transaction().set_properties(missing))
+        return self._commit(table, lambda t: transaction(t).set_properties(missing))
 
     def _commit(self, table: Table, build: Callable[[Table], Any]) -> Table:
         """Build a transaction on the table as it is now and commit it, again on a lost race
@@ -246,7 +247,7 @@ class Maintenance:
             return table
 
         def build(t: Table) -> Any:
-            tx = t.transaction()
+            tx = transaction(t)
             tx.delete(past, snapshot_properties={"sensorlake.operation": "retention"})
             return tx
 
@@ -296,7 +297,7 @@ class Maintenance:
         written = [write_data_file(table, rows, files[0].spec_id, files[0].partition)]
 
         def build(t: Table) -> Any:
-            tx = t.transaction()
+            tx = transaction(t)
             props = {"sensorlake.operation": "compaction"}
             with tx.update_snapshot(snapshot_properties=props).overwrite() as overwrite:
                 for old in files:
@@ -316,7 +317,7 @@ class Maintenance:
             return table
 
         def build(t: Table) -> Any:
-            tx = t.transaction()
+            tx = transaction(t)
             ids = self._expirable(t)  # t is the table as it is now
             report.expired_snapshots = len(ids)
             ExpireSnapshots(tx).by_ids(ids).commit()  # staged; committed by _commit

@@ -27,6 +27,7 @@ from sensorlake.lake.tables import (
     read_position,
     rewritten,
 )
+from sensorlake.lake.transaction import transaction
 from sensorlake.stream.partitions import Position
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class TableOutput:
         table = self.table
         if rows is not None:
             rows = _without_empty_new_columns(rows, table.schema().as_arrow())
-        tx = table.transaction()
+        tx = transaction(table)
         evolves = rows is not None and _new_fields(rows.schema, table.schema().as_arrow())
         if evolves and rows is not None:
             with tx.update_schema() as update:

@@ -71,7 +71,9 @@ class _Held:
     """An output's sealed rows of several windows, waiting to be committed together."""
 
     rows: list[pa.Table] = field(default_factory=list)
-    count: int = 0
+    nbytes: int = 0
+    """What the held readings take in memory (windows share their buffers with telemetry's,
+    so this counts them once per output: a bound, not a sum over outputs)."""
     since: float = 0.0
     through: Position = field(default_factory=Position)
     """Every held window's position, merged: the windows may cover different partitions, and
@@ -83,18 +85,18 @@ class _Held:
             if not self.rows:
                 self.since = time.monotonic()
             self.rows.append(rows)
-            self.count += rows.num_rows
+            self.nbytes += rows.nbytes
         if self.rows:
             self.through = self.through.merged(through)
         return bool(self.rows)
 
-    def due(self, hold_s: float, max_rows: int) -> bool:
-        return self.count >= max_rows or time.monotonic() - self.since >= hold_s
+    def due(self, hold_s: float, max_bytes: int) -> bool:
+        return self.nbytes >= max_bytes or time.monotonic() - self.since >= hold_s
 
     def release(self, through: Position) -> tuple[pa.Table | None, Position]:
         """The held rows, and the position they and this window bring the output to."""
         rows, reach = combine(self.rows), self.through.merged(through)
-        self.rows, self.count, self.through = [], 0, Position()
+        self.rows, self.nbytes, self.through = [], 0, Position()
         return rows, reach
 
 
@@ -301,7 +303,7 @@ class Worker:
                 # Held only while windows come faster than hold_s (under load): an idle
                 # window is already that long, and holding it would double the latency.
                 if held.take(rows, through) and not force and window_s < hold and not held.due(
-                        hold, self._config.lake.flush_rows):
+                        hold, self._config.lake.flush_bytes):
                     continue  # kept in memory; its position stays, so acks wait for it
                 rows, reach = held.release(through)
             before = self._committed[output.name]
