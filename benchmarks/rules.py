@@ -24,7 +24,7 @@ a third each:
 Then, with the 10 rules, the latency from one reading's POST until its row is visible in a rule
 table, p50 / p99: set by `lake.flush_interval` and `lake.rule_flush_interval` (the defaults here).
 
-Usage: python benchmarks/rules.py [--readings 1000000] [--counts 0,10,50] [--rounds 2]
+Usage: python benchmarks/rules.py [--readings 3000000] [--counts 0,10,50] [--rounds 2]
        [--samples 10]
 """
 
@@ -209,7 +209,7 @@ def run(count: int, total: int, samples: int, filled: Path, data: Path) -> dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readings", type=int, default=1_000_000)
+    parser.add_argument("--readings", type=int, default=3_000_000)
     parser.add_argument("--counts", default="0,10,50")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--samples", type=int, default=10)

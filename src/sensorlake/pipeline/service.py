@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -133,7 +134,16 @@ def state_and_rule_outputs(config: Config, catalog: Catalog, telemetry: TableOut
     return outputs, compiled, deliveries
 
 
+SWITCH_INTERVAL_S = 0.0005
+"""How long the worker's event loop, decoding in Python, may keep the interpreter from the
+commit thread. The commit thread lets go of the interpreter whenever DuckDB, Parquet or SQLite
+work, and each time waits this long to get it back: at Python's 5 ms, under load, a device
+state summary that takes 30 ms alone took 300 ms, a rule's evaluation ten times its own time
+(`benchmarks/rules.py`)."""
+
+
 async def run_worker(config: Config) -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -66,6 +66,13 @@ class _Window:
     acks: dict[str, tuple[int, str]] | None = None
 
 
+BEHIND_HOLD = 6
+"""While the worker is behind the stream, a rule table is held up to this many times
+`lake.rule_flush_interval` (or until its readings take `lake.flush_bytes`): each commit of a table
+costs about the same whatever its size, so with 50 rules, committing every table every few
+windows cost more than the readings (`benchmarks/rules.py`)."""
+
+
 @dataclass
 class _Held:
     """An output's sealed rows of several windows, waiting to be committed together."""
@@ -269,14 +276,17 @@ class Worker:
         sealed = {output.name: output.seal() for output in self._outputs}
         for name, ack in (window.acks or {}).items():
             self._unacked.setdefault(name, []).append(ack)
+        lake = self._config.lake
+        behind = window.rows >= lake.flush_rows or window.nbytes >= lake.flush_bytes
         self._commit_task = asyncio.create_task(
-            self._commit(sealed, window.through, force, time.monotonic() - window.started),
-            name="lake-commit")
+            self._commit(sealed, window.through, force, time.monotonic() - window.started,
+                         behind), name="lake-commit")
 
     async def _commit(self, sealed: dict[str, pa.Table | None], through: Position,
-                      force: bool, window_s: float = 0.0) -> None:
+                      force: bool, window_s: float = 0.0, behind: bool = False) -> None:
         started = time.perf_counter()
-        rows = await asyncio.to_thread(self._commit_all, sealed, through, force, window_s)
+        rows = await asyncio.to_thread(self._commit_all, sealed, through, force, window_s,
+                                       behind)
         self._faults.hit(faults.AFTER_COMMIT)
         await self._ack()
         seconds = time.perf_counter() - started
@@ -289,7 +299,7 @@ class Worker:
         await self._update_lag()
 
     def _commit_all(self, sealed: dict[str, pa.Table | None], through: Position, force: bool,
-                    window_s: float = 0.0) -> int:
+                    window_s: float = 0.0, behind: bool = False) -> int:
         """In the commit thread: every output in turn (dead_letter first). An output with
         nothing to store for this window writes its position now and then only; until then it
         is known to need nothing up to `through` (`_unneeded`), which is all acks must know."""
@@ -301,9 +311,12 @@ class Worker:
             if hold:  # a rule table: committed every hold_s seconds, not with every window
                 held = self._held.setdefault(output.name, _Held())
                 # Held only while windows come faster than hold_s (under load): an idle
-                # window is already that long, and holding it would double the latency.
-                if held.take(rows, through) and not force and window_s < hold and not held.due(
-                        hold, self._config.lake.flush_bytes):
+                # window is already that long, and holding it would double the latency. While
+                # the stream has a backlog (windows cut by size), longer: the readings wait
+                # there anyway, and fewer, larger commits clear it sooner.
+                wait = hold * BEHIND_HOLD if behind else hold
+                if held.take(rows, through) and not force and window_s < wait and not held.due(
+                        wait, self._config.lake.flush_bytes):
                     continue  # kept in memory; its position stays, so acks wait for it
                 rows, reach = held.release(through)
             before = self._committed[output.name]
