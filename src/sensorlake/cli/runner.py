@@ -129,6 +129,12 @@ class WorkerSupervisor(ChildSupervisor):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._start_timeout
         while loop.time() < deadline:
+            if proc.returncode is not None and proc.returncode < 0:
+                # Killed by a signal (the OOM killer, an operator's kill -9), not failed on its
+                # own: supervise() starts it again, as after any crash.
+                log.warning("the worker was killed by signal %s while starting",
+                            -proc.returncode)
+                return
             if proc.returncode is not None:
                 raise ServerStartError(
                     f"the worker exited with code {proc.returncode} while starting",
