@@ -252,9 +252,11 @@ class Worker:
     def _committing(self) -> bool:
         return self._commit_task is not None and not self._commit_task.done()
 
-    def _full(self) -> bool:
+    def _full(self, window: _Window | None = None) -> bool:
+        """Whether `window` (the open one) was cut by size: the stream has more waiting."""
+        window = window or self._window
         lake = self._config.lake
-        return self._window.rows >= lake.flush_rows or self._window.nbytes >= lake.flush_bytes
+        return window.rows >= lake.flush_rows or window.nbytes >= lake.flush_bytes
 
     def _due(self) -> bool:
         if self._window.messages == 0 or self._committing:
@@ -276,11 +278,9 @@ class Worker:
         sealed = {output.name: output.seal() for output in self._outputs}
         for name, ack in (window.acks or {}).items():
             self._unacked.setdefault(name, []).append(ack)
-        lake = self._config.lake
-        behind = window.rows >= lake.flush_rows or window.nbytes >= lake.flush_bytes
         self._commit_task = asyncio.create_task(
             self._commit(sealed, window.through, force, time.monotonic() - window.started,
-                         behind), name="lake-commit")
+                         behind=self._full(window)), name="lake-commit")
 
     async def _commit(self, sealed: dict[str, pa.Table | None], through: Position,
                       force: bool, window_s: float = 0.0, behind: bool = False) -> None:
