@@ -3,8 +3,9 @@
 pyiceberg's `Transaction.table_metadata` (0.12) replays every staged update and then deep-copies
 the whole result — every snapshot, the snapshot log, the metadata log — each time it is read, and
 one append reads it about 19 times. A commit's cost then follows the table's history, not the
-data it writes: ~50 ms on a new table, ~400 ms once it keeps 70 snapshots (as a table committed
-every few seconds always does, between two snapshot expiries). With a table per rule, those
+data it writes: ~40 ms on a new table, 130–160 ms once it keeps 100 snapshots (as a table
+committed every few seconds always does, between two snapshot expiries). With a table per rule,
+those
 copies were most of what rules cost a long-running worker (`benchmarks/commit_cost.py`).
 
 The table's metadata and the tuple of staged updates are both replaced, never changed, when the

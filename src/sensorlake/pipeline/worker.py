@@ -253,7 +253,7 @@ class Worker:
         return self._commit_task is not None and not self._commit_task.done()
 
     def _full(self, window: _Window | None = None) -> bool:
-        """Whether `window` (the open one) was cut by size: the stream has more waiting."""
+        """Whether `window` (by default the open one) is cut by size: more waits in the stream."""
         window = window or self._window
         lake = self._config.lake
         return window.rows >= lake.flush_rows or window.nbytes >= lake.flush_bytes
