@@ -5,8 +5,7 @@ the whole result — every snapshot, the snapshot log, the metadata log — each
 one append reads it about 19 times. A commit's cost then follows the table's history, not the
 data it writes: ~40 ms on a new table, 130–160 ms once it keeps 100 snapshots (as a table
 committed every few seconds always does, between two snapshot expiries). With a table per rule,
-those
-copies were most of what rules cost a long-running worker (`benchmarks/commit_cost.py`).
+those copies were most of what rules cost a long-running worker (`benchmarks/commit_cost.py`).
 
 The table's metadata and the tuple of staged updates are both replaced, never changed, when the
 transaction moves on (a staged update, a refresh after a lost race, a rebuilt retry), so what a
