@@ -165,6 +165,17 @@ def samples_latency(base: str, samples: int) -> list[float]:
     return sorted(latencies)
 
 
+def commits(base: str, total: int) -> list[tuple[float, float]]:
+    """(time, telemetry rows committed) at each commit, until `total` rows are."""
+    steps: list[tuple[float, float]] = []
+    while not steps or steps[-1][1] < total:
+        rows = committed(base, "telemetry")
+        if rows != (steps[-1][1] if steps else 0):
+            steps.append((time.perf_counter(), rows))
+        time.sleep(0.05)
+    return steps
+
+
 def pace(steps: list[tuple[float, float]]) -> float:
     """Rows/s between the first and the last commit of a full window of telemetry."""
     full = [(t, rows) for (_, before), (t, rows) in itertools.pairwise([(0.0, 0.0), *steps])
@@ -182,12 +193,7 @@ def run(count: int, total: int, samples: int, filled: Path, data: Path) -> dict[
     base, proc = start_up(SENSORLAKE, data, {"SENSORLAKE_CONFIG": str(path)})
     try:
         started = time.perf_counter()
-        steps: list[tuple[float, float]] = []
-        while not steps or steps[-1][1] < total:
-            rows = committed(base, "telemetry")
-            if rows != (steps[-1][1] if steps else 0):
-                steps.append((time.perf_counter(), rows))
-            time.sleep(0.05)
+        steps = commits(base, total)
         expected = [query(base, f"SELECT count(*) FROM telemetry WHERE {rule(k)[1]}")[0][0]
                     for k in range(count)]
         while count and emitted(base, count) != expected:

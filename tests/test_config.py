@@ -76,3 +76,45 @@ def test_the_example_rule_and_view_load_once_uncommented(tmp_path: Path) -> None
     config = load_config(path, environ={})
     assert [r.name for r in config.rules] == ["too_warm"]
     assert [v.name for v in config.views] == ["latest"]
+    assert [c.name for c in config.alerts.channels] == ["farm-discord"]
+    assert [d.name for d in config.detectors] == ["greenhouse-silent"]
+
+
+def test_init_ships_the_smart_farm_detectors_and_up_demo_runs_them_without_a_file(
+        tmp_path: Path) -> None:
+    from sensorlake.config import with_smart_farm_detectors
+
+    path = tmp_path / "sensorlake.toml"
+    path.write_text(render_example())
+    written = load_config(path, environ={})
+    assert [(d.name, d.kind, d.field) for d in written.detectors] == [
+        ("sensor-error", "flag", "error_code"), ("temperature-range", "range", "temperature")]
+    assert with_smart_farm_detectors(load_config(None, environ={})).detectors == (
+        written.detectors)
+
+
+@pytest.mark.parametrize(("toml", "key", "words"), [
+    ('[[detectors]]\nname = "d"\nfield = "t"\nkind = "range"\nmax = 1\nchannel = "nope"\n',
+     "detectors.d.channel", "no alert channel is named 'nope'"),
+    ('[[rules]]\nname = "r"\nsql = "SELECT * FROM \'a/#\'"\nalert = "nope"\n',
+     "rules.r.alert", "no alert channel is named 'nope'"),
+    ('[[alerts.channels]]\nname = "c"\ntype = "teams"\nurl = "https://x"\n',
+     "alerts.channels[0].type", "discord"),
+    ('[[alerts.channels]]\nname = "c"\ntype = "slack"\nurl = "ftp://x"\n',
+     "alerts.channels[0].url", "https?"),
+    ('[alerts]\ngroup_by = ["room"]\n', "alerts.group_by", "'room' is not a label"),
+    ('[[alerts.channels]]\nname = "c"\ntype = "slack"\nurl = "https://x"\n'
+     '[[detectors]]\nname = "hot"\nfield = "t"\nkind = "range"\nmax = 1\n'
+     '[[rules]]\nname = "hot"\nsql = "SELECT * FROM \'a/#\'"\nalert = "c"\n',
+     "rules.hot.alert", "a detector has this name too"),
+    ('[[detectors]]\nname = "d"\nfield = "t"\nkind = "wobble"\n', "detectors[0].kind",
+     "range"),
+])
+def test_alert_settings_are_checked_with_the_key_and_the_fix(
+        tmp_path: Path, toml: str, key: str, words: str) -> None:
+    path = tmp_path / "sensorlake.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.key == key
+    assert words in str(caught.value)

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -331,6 +331,161 @@ class RuleConfig(_Section):
                 if getattr(self, name)] + (["state"] if self.state else [])
 
 
+SEVERITIES = ("info", "warning", "critical")
+DETECTOR_KINDS = ("range", "flag", "spike", "outlier", "stuck", "silence")
+GROUP_LABELS = ("device", "detector", "field", "severity", "topic")
+"""What alerts may be grouped by (`group_by`)."""
+
+
+class DetectorConfig(_Section):
+    """One `[[detectors]]` entry: a check of one field of the readings of a topic filter, run
+    in the stream on every reading (docs/alerts.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True,
+                              populate_by_name=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    """Names the detector in the anomalies table, alerts and notifications."""
+    topic: str = "#"
+    """MQTT topic filter of the readings it checks."""
+    field: str = ""
+    """The reading's field it checks (a nested one as `a.b`); silence needs none."""
+    kind: Literal["range", "flag", "spike", "outlier", "stuck", "silence"]
+    """range: outside [min, max]; flag: equal / not_equal to a value; spike: changes faster
+    than `rate` per second; outlier: robust z-score over the last `window` readings of the
+    device above `threshold`; stuck: the same value `count` times in a row; silence: no reading
+    from a device for `after` seconds."""
+    min: float | None = None
+    """range: lowest normal value."""
+    max: float | None = None
+    """range: highest normal value."""
+    equal: float | str | bool | None = None
+    """flag: the value that is an anomaly (numeric strings such as "1" equal 1)."""
+    not_equal: float | str | bool | None = None
+    """flag: the only normal value (error_code != 0)."""
+    rate: float | None = Field(None, gt=0)
+    """spike: largest normal change per second of event time, either way."""
+    window: int = Field(60, ge=5, le=10_000)
+    """outlier: readings of each device the median and MAD are taken over."""
+    threshold: float = Field(3.5, gt=0)
+    """outlier: robust z-score (0.6745 × |x − median| / MAD) above which a reading is one."""
+    count: int = Field(10, ge=2, le=1_000_000)
+    """stuck: readings in a row with the same value that make it stuck."""
+    after: float = Field(300.0, gt=0, le=30 * 86_400)
+    """silence: seconds without a reading from a device (seen once) that make it silent."""
+    for_: float = Field(0.0, ge=0, le=86_400, alias="for")
+    """Seconds the condition must hold before the alert fires (pending until then)."""
+    keep_firing_for: float | None = Field(None, ge=0, le=86_400)
+    """Seconds the condition must stay clear before the alert resolves, so that a flapping
+    sensor stays one alert; unset: alerts.keep_firing_for."""
+    severity: Literal["info", "warning", "critical"] = "warning"
+    """Shown in notifications and stored with each anomaly."""
+    channel: str | None = None
+    """Alert channel (`[[alerts.channels]]` name) notified; unset: anomalies are recorded and
+    alerts listed, nothing is sent."""
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _kind_settings(self) -> DetectorConfig:
+        key = f"detectors.{self.name}"
+        check_topic_filter(self.topic)
+        if self.kind != "silence" and not self.field:
+            raise ConfigError(f"{key}.field", f"a {self.kind} detector checks one field",
+                              hint='add field = "temperature" (the reading\'s field name)')
+        if self.kind == "range":
+            if self.min is None and self.max is None:
+                raise ConfigError(key, "a range detector needs min, max or both",
+                                  hint="add min = -40 and max = 85, for example")
+            if self.min is not None and self.max is not None and self.min > self.max:
+                raise ConfigError(f"{key}.min", f"min {self.min} is above max {self.max}",
+                                  hint="swap them")
+        if self.kind == "flag" and (self.equal is None) == (self.not_equal is None):
+            raise ConfigError(key, "a flag detector needs exactly one of equal and not_equal",
+                              hint="add not_equal = 0 (anything else is an anomaly) or "
+                                   "equal = 1")
+        if self.kind == "spike" and self.rate is None:
+            raise ConfigError(f"{key}.rate", "a spike detector needs the largest normal change "
+                              "per second", hint="add rate = 2.0, for example")
+        return self
+
+
+class ChannelConfig(_Section):
+    """One `[[alerts.channels]]` entry: where notifications go."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    """What detectors and rules name in `channel` / `alert`."""
+    type: Literal["discord", "slack", "webhook"]
+    """discord (webhook URL), slack (incoming webhook URL) or webhook (any URL, JSON body)."""
+    url: str = Field(pattern=r"^https?://")
+    """The webhook URL; its secret parts are masked in logs and `sensorlake config show`."""
+    send_resolved: bool = True
+    """Also send a message when an alert resolves."""
+    group_by: list[str] | None = None
+    """Labels alerts are grouped into one notification by; unset: alerts.group_by."""
+    group_wait: float | None = Field(None, ge=0, le=86_400)
+    """Unset: alerts.group_wait."""
+    group_interval: float | None = Field(None, ge=0, le=86_400)
+    """Unset: alerts.group_interval."""
+    repeat_interval: float | None = Field(None, ge=0, le=30 * 86_400)
+    """Unset: alerts.repeat_interval."""
+    timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds one request may take before it counts as failed and is retried."""
+    max_attempts: int = Field(8, ge=1, le=100)
+    """Attempts of one notification (5xx, timeouts, 429) before it is given up and recorded."""
+
+    @field_validator("group_by")
+    @classmethod
+    def _labels(cls, value: list[str] | None) -> list[str] | None:
+        return _group_labels(value)
+
+
+def _group_labels(value: list[str] | None) -> list[str] | None:
+    for label in value or ():
+        if label not in GROUP_LABELS:
+            raise ValueError(f"'{label}' is not a label; group by any of "
+                             f"{', '.join(GROUP_LABELS)}")
+    return value
+
+
+class AlertsConfig(_Section):
+    group_wait: float = Field(30.0, ge=0, le=86_400)
+    """Seconds a new group of alerts waits for more before its first notification."""
+    group_interval: float = Field(300.0, ge=0, le=86_400)
+    """Seconds between notifications of a group whose alerts changed (new, resolved)."""
+    repeat_interval: float = Field(14_400.0, ge=0, le=30 * 86_400)
+    """Seconds after which a group still firing, unchanged, is notified again."""
+    group_by: list[str] = Field(default_factory=lambda: ["device", "detector"])
+    """Labels alerts are grouped by: device, detector, field, severity, topic."""
+    keep_firing_for: float = Field(60.0, ge=0, le=86_400)
+    """Seconds a condition must stay clear before its alert resolves: a sensor flapping
+    between good and bad stays one firing alert instead of a message each way."""
+    max_queue: int = Field(10_000, ge=10, le=10_000_000)
+    """Notifications a channel may hold waiting (down, rate limited); past it the oldest are
+    dropped and recorded in alert_log."""
+    dashboard_url: str = ""
+    """Base URL of the dashboard for links in notifications. Empty: http://public_host:port/."""
+    channels: tuple[ChannelConfig, ...] = ()
+    """`[[alerts.channels]]`: Discord, Slack and webhook endpoints (docs/alerts.md)."""
+
+    @field_validator("group_by")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        checked = _group_labels(value)
+        assert checked is not None
+        return checked
+
+    @field_validator("channels")
+    @classmethod
+    def _unique(cls, channels: tuple[ChannelConfig, ...]) -> tuple[ChannelConfig, ...]:
+        seen: set[str] = set()
+        for channel in channels:
+            if channel.name in seen:
+                raise ConfigError(f"alerts.channels.{channel.name}", "two channels have this "
+                                  "name", hint="give each [[alerts.channels]] a name of its own")
+            seen.add(channel.name)
+        return channels
+
+
 class ViewConfig(_Section):
     """One `[[views]]` entry: a saved read-only query that every query can read as a table."""
 
@@ -356,6 +511,33 @@ class Config(_Section):
     """`[[rules]]`: AWS IoT SQL rules run on every batch (docs/rules.md)."""
     views: tuple[ViewConfig, ...] = ()
     """`[[views]]`: saved queries that read like tables (docs/rules.md#saved-views)."""
+    alerts: AlertsConfig = AlertsConfig()
+    detectors: tuple[DetectorConfig, ...] = ()
+    """`[[detectors]]`: anomaly checks run in the stream (docs/alerts.md)."""
+
+    @model_validator(mode="after")
+    def _alert_channels(self) -> Config:
+        channels = {c.name for c in self.alerts.channels}
+        names: set[str] = set()
+        named = [(f"detectors.{d.name}.channel", d.channel) for d in self.detectors] + [
+            (f"rules.{r.name}.alert", r.alert) for r in self.rules]
+        for detector in self.detectors:
+            if detector.name in names:
+                raise ConfigError(f"detectors.{detector.name}", "two detectors have this name",
+                                  hint="give each [[detectors]] entry a name of its own")
+            names.add(detector.name)
+        for rule in self.rules:
+            if rule.alert is not None and rule.name in names:
+                raise ConfigError(f"rules.{rule.name}.alert", "a detector has this name too, "
+                                  "and alerts are named after either",
+                                  hint="give the rule or the detector another name")
+        for key, channel in named:
+            if channel is not None and channel not in channels:
+                known = ", ".join(sorted(channels)) or "none is defined"
+                raise ConfigError(key, f"no alert channel is named '{channel}' ({known})",
+                                  hint="add an [[alerts.channels]] entry with this name, or "
+                                       "fix the name")
+        return self
 
     @model_validator(mode="after")
     def _views(self) -> Config:
@@ -438,6 +620,24 @@ class Config(_Section):
         return self.lake.warehouse or f"file://{self.data_dir / 'warehouse'}"
 
 
+def shown_settings(config: Config) -> dict[str, Any]:
+    """The settings as `sensorlake config show` prints them: passwords, tokens in webhook URLs
+    and catalog credentials masked."""
+    from sensorlake.alerts.channels import mask_url
+    from sensorlake.lake.catalog import mask_uri
+
+    shown = config.model_dump(mode="json", by_alias=True)
+    for channel in shown["alerts"]["channels"]:
+        channel["url"] = mask_url(channel["url"])
+    catalog = shown["lake"]["catalog"]
+    for key, value in catalog.items():
+        if "uri" in key:
+            catalog[key] = mask_uri(value)
+        elif any(word in key for word in ("secret", "password", "token", "credential")):
+            catalog[key] = "***"
+    return shown
+
+
 def _known_keys(model: type[BaseModel]) -> list[str]:
     return list(model.model_fields)
 
@@ -447,6 +647,10 @@ def _section_model(path: tuple[str, ...]) -> type[BaseModel]:
         return RuleConfig
     if path[:1] == ("views",):
         return ViewConfig
+    if path[:1] == ("detectors",):
+        return DetectorConfig
+    if path[:2] == ("alerts", "channels"):
+        return ChannelConfig
     model: type[BaseModel] = Config
     for part in path:
         field = model.model_fields.get(part)
@@ -462,8 +666,10 @@ def _error_from_validation(exc: ValidationError) -> ConfigError:
     first = exc.errors()[0]
     loc = tuple(str(p) for p in first["loc"])
     key = ".".join(loc) or "(root)"
-    if loc[:1] in (("rules",), ("views",)) and len(loc) > 1 and loc[1].isdigit():
+    if loc[:1] in (("rules",), ("views",), ("detectors",)) and len(loc) > 1 and loc[1].isdigit():
         key = ".".join((f"{loc[0]}[{loc[1]}]", *loc[2:]))  # the n-th entry, from 0
+    if loc[:2] == ("alerts", "channels") and len(loc) > 2 and loc[2].isdigit():
+        key = ".".join((f"alerts.channels[{loc[2]}]", *loc[3:]))
     if first["type"] == "extra_forbidden":
         model = _section_model(loc[:-1])
         close = difflib.get_close_matches(loc[-1], _known_keys(model), n=1)
@@ -502,6 +708,21 @@ def with_overrides(config: Config, **sections: Mapping[str, Any]) -> Config:
         raise _error_from_validation(exc) from None
 
 
+def with_smart_farm_detectors(config: Config) -> Config:
+    """`config` with the detectors `sensorlake init` writes (for `up --demo` without a config
+    file: its greenhouse fleet then raises alerts out of the box)."""
+    import tomllib
+
+    start = _EXAMPLES.index("[[detectors]]")
+    detectors = tomllib.loads(_EXAMPLES[start:])["detectors"]
+    data = config.model_dump(by_alias=True)
+    data["detectors"] = detectors
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _error_from_validation(exc) from None
+
+
 def render_example() -> str:
     """A commented sensorlake.toml listing every setting with its default and meaning."""
     lines = [
@@ -516,6 +737,8 @@ def render_example() -> str:
     for section, model in _sections().items():
         lines += ["", f"[{section}]"]
         for key in model.model_fields:
+            if key in _ARRAYS:
+                continue
             lines.append(_doc_line(model, key))
             lines.append(f"# {key} = {_toml_value(defaults[section][key])}")
     lines += ["", *_EXAMPLES.strip("\n").splitlines()]
@@ -533,8 +756,44 @@ _EXAMPLES = """
 # [[views]]
 # name = "latest"
 # sql = "SELECT device_id, max(ts) AS last_seen FROM telemetry GROUP BY device_id"
+
+# Alert channels: where notifications go (docs/alerts.md). Discord, Slack or any webhook.
+# [[alerts.channels]]
+# name = "farm-discord"
+# type = "discord"               # discord | slack | webhook
+# url = "https://discord.com/api/webhooks/ID/TOKEN"
+
+# Detectors: anomaly checks run in the stream, on every reading (docs/alerts.md). Each
+# detection is a row of the `anomalies` table; name a channel in one to be notified.
+# These two are the smart-farm defaults: a sensor reporting an error, and an impossible
+# temperature.
+[[detectors]]
+name = "sensor-error"
+topic = "farm/+/telemetry"
+field = "error_code"
+kind = "flag"
+not_equal = 0
+severity = "warning"
+
+[[detectors]]
+name = "temperature-range"
+topic = "farm/+/telemetry"
+field = "temperature"
+kind = "range"
+min = -40
+max = 85
+severity = "critical"
+
+# More kinds: spike (its rate), outlier (its window and threshold), stuck (its count) and
+# silence (after how long a device counts as silent: a heartbeat per device).
+# [[detectors]]
+# name = "greenhouse-silent"
+# topic = "farm/+/telemetry"
+# kind = "silence"
+# after = 600
 """
-"""Commented entries of the two arrays of tables, as `sensorlake init` writes them."""
+"""Entries of the arrays of tables as `sensorlake init` writes them: rules, views and channels
+commented, the smart-farm detectors on, so that `up --demo` raises alerts out of the box."""
 
 
 def _sections() -> dict[str, type[BaseModel]]:
@@ -546,14 +805,19 @@ def _sections() -> dict[str, type[BaseModel]]:
         "query": QueryConfig,
         "api": ApiConfig,
         "log": LogConfig,
+        "alerts": AlertsConfig,
     }
+
+
+_ARRAYS = frozenset({"channels"})
+"""Arrays of tables inside a section: written as examples, not as keys."""
 
 
 def documented_keys() -> list[str]:
     """Every settable key as `section.key`, for docs and their test."""
     keys = ["data_dir"]
     for section, model in _sections().items():
-        keys += [f"{section}.{key}" for key in model.model_fields]
+        keys += [f"{section}.{key}" for key in model.model_fields if key not in _ARRAYS]
     return keys
 
 

@@ -166,3 +166,9 @@ class RowsRefused(SensorlakeError):
     retrying cannot help, so the pipeline isolates them into dead_letter at once."""
 
     status = 400
+
+
+class AlertsError(SensorlakeError):
+    """A request about alerts, anomalies or silences that cannot be taken as it is."""
+
+    status = 400

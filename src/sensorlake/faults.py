@@ -30,7 +30,12 @@ BETWEEN_OUTPUTS = "between-outputs"
 AFTER_COMMIT = "after-commit"
 """Every output has committed; the stream has not been acknowledged."""
 
-POINTS = (BEFORE_COMMIT, BEFORE_SWAP, SCHEMA_EVOLUTION, BETWEEN_OUTPUTS, AFTER_COMMIT)
+AFTER_CHECKPOINT = "after-checkpoint"
+"""The detectors' checkpoint (state, position, anomaly rows) is written; the anomalies table
+does not hold its rows yet."""
+
+POINTS = (BEFORE_COMMIT, BEFORE_SWAP, SCHEMA_EVOLUTION, BETWEEN_OUTPUTS, AFTER_COMMIT,
+          AFTER_CHECKPOINT)
 
 
 class Faults:

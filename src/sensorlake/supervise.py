@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import random
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,11 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-async def spawn(argv: Sequence[str], *, capture_stderr: bool = False) -> asyncio.subprocess.Process:
+async def spawn(argv: Sequence[str], *, capture_stderr: bool = False,
+                env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *argv,
+        env={**os.environ, **env} if env else None,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL if capture_stderr else None,
         stderr=asyncio.subprocess.PIPE if capture_stderr else None,

@@ -32,7 +32,7 @@ from tests.conftest import Sensorlake
 pytestmark = pytest.mark.slow
 
 FAULTS = ("before-commit@0.04,before-swap@0.04,schema-evolution@0.3,between-outputs@0.04,"
-          "after-commit@0.04")
+          "after-commit@0.04,after-checkpoint@0.1")
 
 
 class MqttLoad:
@@ -279,6 +279,41 @@ def _check_files(lake: Sensorlake) -> None:
         table.scan().to_arrow()
 
 
+DETECTOR = """
+[[detectors]]
+name = "every-reading"
+topic = "crash/+/t"
+field = "n"
+kind = "range"
+max = -1
+"""
+"""An anomaly for every reading: the anomalies table must then hold each reading telemetry
+holds, once — the detectors' checkpoint is one more output of the contract."""
+
+
+def _with_detector(lake: Sensorlake) -> None:
+    path = lake.data_dir.parent / "sensorlake.toml"
+    path.write_text(DETECTOR)
+    lake.extra_args = ("--config", str(path))
+
+
+def _check_anomalies(lake: Sensorlake) -> None:
+    sql = ("SELECT count(*), count(DISTINCT (stream, seq, n)) FROM telemetry WHERE src IS NOT "
+           "NULL")
+    found = ("SELECT count(*), count(DISTINCT (stream, seq, value)) FROM anomalies WHERE "
+             "detector = 'every-reading'")
+    missing = ("SELECT count(*) FROM (SELECT stream, seq, n FROM telemetry WHERE src IS NOT NULL "
+               "EXCEPT SELECT stream, seq, value FROM anomalies)")
+    deadline = time.monotonic() + 20
+    while True:
+        expected, got = lake.rows(sql)[0], lake.rows(found)[0]
+        if expected == got or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert got == expected, f"telemetry (rows, distinct) {expected}, anomalies {got}"
+    assert lake.rows(missing) == [[0]]
+
+
 def _verify(lake: Sensorlake, mqtt_load: MqttLoad, http_load: HttpLoad) -> dict[str, int]:
     rows = _settled(lake)
     counts = {(src, int(n)): int(c) for src, n, c in rows}
@@ -306,6 +341,7 @@ def _verify(lake: Sensorlake, mqtt_load: MqttLoad, http_load: HttpLoad) -> dict[
     assert not problems, "; ".join(problems) + f"\n{lake.log()[-4000:]}"
     _check_files(lake)
     _check_device_state(lake)
+    _check_anomalies(lake)
     return {"mqtt acked": len(mqtt_load.acked), "http acked": len(http_load.acked)}
 
 
@@ -314,6 +350,7 @@ def test_every_process_killed_at_random_and_every_fault_point_lose_nothing(
         fresh: Sensorlake) -> None:
     fresh.flush_interval = 0.3
     fresh.extra_env["SENSORLAKE_FAULTS"] = FAULTS
+    _with_detector(fresh)
     fresh.start()
     rng = random.Random(8)
     mqtt_load = MqttLoad(fresh.mqtt_port)
@@ -341,10 +378,11 @@ def test_every_process_killed_at_random_and_every_fault_point_lose_nothing(
 
 
 @pytest.mark.parametrize("point", ["before-commit", "before-swap", "schema-evolution",
-                                   "between-outputs", "after-commit"])
+                                   "between-outputs", "after-commit", "after-checkpoint"])
 def test_a_kill_at_each_fault_point_loses_nothing(fresh: Sensorlake, point: str) -> None:
     fresh.flush_interval = 0.3
     fresh.extra_env["SENSORLAKE_FAULTS"] = point  # once per data dir
+    _with_detector(fresh)
     fresh.start()
     mqtt_load = MqttLoad(fresh.mqtt_port, rate=200)
     http_load = HttpLoad(fresh)

@@ -335,8 +335,13 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/api/v1/simulate/{id}", simulate_get, methods=["GET"]),
         Route("/api/v1/simulate/{id}", simulate_stop, methods=["DELETE"]),
     ]
+    from sensorlake.api.alerts import alert_routes
+
+    more, more_scopes = alert_routes(cfg, ctx.engine)
+    routes += more
     # The scope each route needs; a route missing here needs admin (see api/auth.py).
     scopes = {
+        **more_scopes,
         "/metrics": Scope.read,
         "/api/v1/ingest": Scope.ingest,
         "/api/v1/query": Scope.read,

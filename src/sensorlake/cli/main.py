@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from sensorlake import __version__
-from sensorlake.cli import agent, devices, keys, rules, simulate
+from sensorlake.cli import agent, alerts, devices, keys, rules, simulate
 from sensorlake.cli.common import ConfigOpt, DataDirOpt, FormatOpt, err
 from sensorlake.cli.common import load as _load
 from sensorlake.cli.output import Format, emit_doc, emit_rows
@@ -29,9 +29,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+config_app = typer.Typer(name="config", help="The settings in effect.", no_args_is_help=True)
 app.add_typer(devices.app, name="devices")
 app.add_typer(keys.app, name="keys")
 app.add_typer(rules.app, name="rules")
+app.add_typer(alerts.app, name="alerts")
+app.add_typer(config_app, name="config")
 app.command()(simulate.simulate)
 app.command()(agent.agent)
 app.command()(simulate.bench)
@@ -70,10 +73,11 @@ def up(
 def reload(data_dir: DataDirOpt = None, config: ConfigOpt = None,
            wait: Annotated[float, typer.Option(help="Seconds to wait for the outcome.")] = 30.0
            ) -> None:
-    """Apply the config file's [[rules]] and [[views]] to the running `up` (as SIGHUP does).
+    """Apply the config file's rules, views, detectors and alerts to the running `up` (as
+    SIGHUP does).
 
     The worker restarts gracefully with the new rules: nothing is lost or doubled. A config
-    that does not load, or changes more than rules and views, is refused; the old one stays.
+    that does not load, or changes anything else, is refused; the old one stays.
     """
     from sensorlake.cli.remote import reload_running
 
@@ -81,7 +85,10 @@ def reload(data_dir: DataDirOpt = None, config: ConfigOpt = None,
 
 
 @app.command()
-def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None,
+           demo: Annotated[bool, typer.Option(
+               "--demo", help="With no [[detectors]] configured, run the smart-farm ones that "
+               "`sensorlake init` writes (as `up --demo` does).")] = False) -> None:
     """Run the pipeline worker on its own (`up` already runs one; one per stream).
 
     For an external NATS server (stream.url): stream → Iceberg, exactly once.
@@ -90,7 +97,23 @@ def worker(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
     from sensorlake.pipeline.service import run_worker
 
-    asyncio.run(run_worker(_load(config, data_dir)))
+    cfg = _load(config, data_dir)
+    if demo and not cfg.detectors:
+        from sensorlake.config import with_smart_farm_detectors
+
+        cfg = with_smart_farm_detectors(cfg)
+    asyncio.run(run_worker(cfg))
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Print the settings in effect (file, environment and defaults), secrets masked."""
+    import orjson
+
+    from sensorlake.config import shown_settings
+
+    sys.stdout.write(orjson.dumps(shown_settings(_load(config, data_dir)),
+                                  option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def _print_banner(cfg: Config) -> None:

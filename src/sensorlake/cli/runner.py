@@ -80,12 +80,17 @@ class WorkerSupervisor(ChildSupervisor):
     name = "worker"
 
     def __init__(self, config: Config, config_path: Path | None, client: StreamClient,
-                 *, start_timeout: float = 60.0) -> None:
+                 *, start_timeout: float = 60.0, demo: bool = False) -> None:
         super().__init__()
         self._argv = [sys.executable, "-m", "sensorlake.cli", "worker",
                       "--data-dir", str(config.data_dir)]
         if config_path is not None:
             self._argv += ["--config", str(config_path)]
+        if demo:
+            self._argv.append("--demo")
+        self._env = {  # what `up` was told on its command line, for the links in alerts
+            "SENSORLAKE_SERVER__HOST": config.server.host,
+            "SENSORLAKE_SERVER__HTTP_PORT": str(config.server.http_port)}
         self._client = client
         self._start_timeout = start_timeout
         self.unresponsive_s = config.lake.stall_timeout / 3
@@ -125,7 +130,7 @@ class WorkerSupervisor(ChildSupervisor):
                 proc.kill()
 
     async def _spawn(self) -> None:
-        self._proc = proc = await spawn(self._argv)
+        self._proc = proc = await spawn(self._argv, env=self._env)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._start_timeout
         while loop.time() < deadline:
@@ -182,7 +187,7 @@ async def run_up(
         await client.ensure_stream()
         catalog = await asyncio.to_thread(open_catalog, config)
         await asyncio.to_thread(ensure_tables, catalog, config.lake.namespace)
-        worker = WorkerSupervisor(config, config_path, client)
+        worker = WorkerSupervisor(config, config_path, client, demo=demo)
         await worker.start()
         supervised: list[ChildSupervisor] = [c for c in (nats, worker) if c is not None]
         ctx = ApiContext(
@@ -252,16 +257,18 @@ async def run_up(
         http_sock.close()
 
 
-RELOADED = ("rules", "views")
-"""What a reload (SIGHUP) applies: the rest of the configuration needs a restart."""
+RELOADED = ("rules", "views", "detectors", "alerts")
+"""What a reload (SIGHUP) applies (the worker restarts for all but views): the rest of the
+configuration needs a restart."""
 
 
 async def apply_reload(ctx: ApiContext, reload: Callable[[], Config],
                        worker: WorkerSupervisor, catalog: Catalog) -> dict[str, Any]:
-    """Read the configuration again and apply its rules and views: the API answers with the
-    new views at once, and the worker is restarted gracefully (it commits what it holds, and
-    the next one resumes from the lake: nothing is lost or doubled). A configuration that does
-    not load, or that changes more than rules and views, is refused; the old one stays."""
+    """Read the configuration again and apply its rules, views, detectors and alerts: the API
+    answers with the new views at once, and the worker is restarted gracefully (it commits what
+    it holds, and the next one resumes from the lake and the detectors' checkpoint: nothing is
+    lost or doubled). A configuration that does not load, or that changes anything else, is
+    refused; the old one stays."""
     at = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         new = await asyncio.to_thread(reload)
@@ -273,23 +280,24 @@ async def apply_reload(ctx: ApiContext, reload: Callable[[], Config],
                       new.model_dump(exclude=set(RELOADED)))
     if others:
         message = (f"{', '.join(others)} changed, which takes a restart of sensorlake up; a "
-                   "reload applies [[rules]] and [[views]] only")
+                   "reload applies [[rules]], [[views]], [[detectors]] and [alerts] only")
         log.error("configuration not reloaded: %s", message)
         return {"at": at, "ok": False, "message": message}
     applied = [name for name in RELOADED if getattr(new, name) != getattr(old, name)]
     if not applied:
-        log.info("configuration reloaded: no change to rules or views")
-        return {"at": at, "ok": True, "message": "no change to rules or views"}
+        log.info("configuration reloaded: no change to rules, views, detectors or alerts")
+        return {"at": at, "ok": True,
+                "message": "no change to rules, views, detectors or alerts"}
     ctx.config = new
     ctx.engine = QueryEngine(new, catalog)
-    if "rules" in applied:
+    if set(applied) - {"views"}:
         try:
             await worker.replace()
         except Exception as exc:  # supervise() starts it again from the old configuration
-            log.error("the worker did not start with the new rules: %s", exc)
+            log.error("the worker did not start with the new configuration: %s", exc)
             return {"at": at, "ok": False, "message": f"the worker did not start: {exc}"}
-    message = (f"{len(new.rules)} rules and {len(new.views)} views in effect "
-               f"({' and '.join(applied)} changed)")
+    message = (f"{len(new.rules)} rules and {len(new.views)} views in effect, "
+               f"{len(new.detectors)} detectors ({', '.join(applied)} changed)")
     log.warning("configuration reloaded: %s", message)
     return {"at": at, "ok": True, "message": message}
 

@@ -92,9 +92,10 @@ class Committer:
             if not rows.num_rows:
                 rows = None
         target = committed.merged(through)
-        if committed.covers(target):
+        if rows is None and committed.covers(target):
             return committed
-        if rows is None and not force and (
+        stateful = getattr(output, "stateful", False)  # its state moves with every reading
+        if rows is None and not force and not stateful and (
             time.monotonic() - self._last_write.get(output.name, 0.0) < self._idle_s
         ):
             return committed  # nothing to store: the position is written now and then only

@@ -5,6 +5,7 @@ every node of a cluster reads and writes the same.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sensorlake.config import Config
 from sensorlake.lake.catalog import catalog_properties
 
 STATE_FILE = "device_state.db"
+_CREATING = threading.Lock()
 
 
 def database_url(config: Config) -> str:
@@ -62,11 +64,15 @@ class SqlStore:
 
     def _ensure(self) -> None:
         if not self._created:
-            try:
-                self._meta.create_all(self._engine, checkfirst=True)
-            except sa.exc.OperationalError:  # another process created them meanwhile
-                self._meta.create_all(self._engine, checkfirst=True)
-            self._created = True
+            with _CREATING:  # threads of one process: one creates, the others wait
+                if self._created:
+                    return
+                try:
+                    self._meta.create_all(self._engine, checkfirst=True)
+                except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+                    # another process created them meanwhile
+                    self._meta.create_all(self._engine, checkfirst=True)
+                self._created = True
 
     def dispose(self) -> None:
         self._engine.dispose()

@@ -80,8 +80,17 @@ def build_worker(config: Config, client: StreamClient, metrics: WriterMetrics,
     # later ones behind, which the next session catches up from the lake's positions.
     later, rules, deliveries = state_and_rule_outputs(config, catalog, telemetry, client,
                                                       fault_points)
-    worker = Worker(config, client, [dead, telemetry, *later], dead, decoder, metrics,
-                    fault_points)
+    detection: list[Output] = []
+    if any(d.enabled for d in config.detectors) or any(
+            r.enabled and r.alert for r in config.rules):
+        from sensorlake.alerts.setup import alerting
+
+        anomalies, loops = alerting(config, catalog, lambda: read_position(telemetry.table),
+                                    fault_points)
+        detection.append(anomalies)
+        deliveries += loops
+    worker = Worker(config, client, [dead, telemetry, *later, *detection], dead, decoder,
+                    metrics, fault_points)
     worker.rule_counters = lambda: {rule.name: asdict(rule.counters) for rule in rules}
     worker.deliveries = deliveries
     return worker
@@ -185,7 +194,7 @@ async def run_worker(config: Config) -> None:
         background = [
             asyncio.create_task(follow_registry(), name="follow the device registry"),
             asyncio.create_task(keep_lake(config, metrics), name="lake maintenance"),
-            *(asyncio.create_task(deliver(stop), name="rule action delivery")
+            *(asyncio.create_task(deliver(stop), name="side-effect delivery")
               for deliver in worker.deliveries),
         ]
         try:

@@ -258,9 +258,15 @@ class Worker:
         lake = self._config.lake
         return window.rows >= lake.flush_rows or window.nbytes >= lake.flush_bytes
 
+    def _asks(self) -> bool:
+        """Whether an output holds rows that no message brought (silence detections)."""
+        return any(getattr(output, "asks_commit", False) for output in self._outputs)
+
     def _due(self) -> bool:
-        if self._window.messages == 0 or self._committing:
+        if self._committing:
             return False
+        if self._window.messages == 0:
+            return self._asks()
         age = time.monotonic() - self._window.started
         return self._full() or age >= self._config.lake.flush_interval
 
@@ -273,7 +279,7 @@ class Worker:
             self._commit_task.result()  # a failed commit ends the session (raised here)
             self._commit_task = None
         window, self._window = self._window, _Window(started=time.monotonic())
-        if window.messages == 0 and not force:
+        if window.messages == 0 and not force and not self._asks():
             return
         sealed = {output.name: output.seal() for output in self._outputs}
         for name, ack in (window.acks or {}).items():

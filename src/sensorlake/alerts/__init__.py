@@ -1,0 +1,1 @@
+"""Alerts: Alertmanager-like grouping and timing, and delivery to Discord, Slack, webhooks."""

@@ -1,0 +1,1 @@
+"""Anomaly detection inside the stream, and the anomalies table."""

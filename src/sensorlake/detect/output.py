@@ -1,0 +1,302 @@
+"""The detectors as an output of the pipeline's contract: every detection a row of the
+`anomalies` table exactly once, and detector state that survives restarts.
+
+Detection runs as each batch is read (`add`, on the event loop), so an alert is raised within
+the second, not at the next commit. What a commit must make durable is the state the detectors
+reached (rolling windows, last values, silence timers, the alerts) *with* the position it
+reflects, and the anomaly rows of that step. The checkpoint is written first, in one database
+transaction: state, position, a step number and the rows; then the rows are appended to the
+anomalies table, tagged with the step number. A crash between the two leaves a checkpoint
+whose rows the table lacks, and the next start appends them — so the table never misses a row
+nor holds one twice, silence detections (which no stream message carries) included. After a
+restart the state is the checkpoint's, and the stream after its position rebuilds the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.table.sorting import SortField, SortOrder
+from pyiceberg.transforms import DayTransform, IdentityTransform
+from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestamptzType
+
+from sensorlake import faults
+from sensorlake.alerts.facts import AlertFacts
+from sensorlake.alerts.store import AlertStore, Checkpoint
+from sensorlake.detect.detectors import Detection, Detector, Readings, restore, state_of
+from sensorlake.faults import Faults
+from sensorlake.lake.outputs import TableOutput
+from sensorlake.lake.records import DecodedBatch
+from sensorlake.lake.tables import POSITION_PROPERTY, STREAM_FIELD, TABLE_PROPERTIES
+from sensorlake.stream.partitions import Position
+
+log = logging.getLogger(__name__)
+
+ANOMALIES = "anomalies"
+CHECKPOINT_PROPERTY = "sensorlake.checkpoint"
+TICK_S = 1.0
+"""How often silence is looked for (each look walks every device's timer)."""
+CAUGHT_UP_S = 5.0
+"""Silence is judged only once the worker reads readings this fresh (or none come): while it
+catches up on a backlog, every device would look silent."""
+
+ANOMALIES_SCHEMA = Schema(
+    NestedField(1, "ts", TimestamptzType(), required=False,
+                doc="event time of the reading; for silence, when it was found"),
+    NestedField(2, "detected_at", TimestamptzType(), required=False),
+    NestedField(3, "device_id", StringType(), required=False),
+    NestedField(4, "detector", StringType(), required=False),
+    NestedField(5, "kind", StringType(), required=False),
+    NestedField(6, "field", StringType(), required=False),
+    NestedField(7, "value", DoubleType(), required=False),
+    NestedField(8, "value_text", StringType(), required=False, doc="the value as sent"),
+    NestedField(9, "expected", StringType(), required=False,
+                doc="the range, value or baseline a normal reading has"),
+    NestedField(10, "severity", StringType(), required=False),
+    NestedField(11, "topic", StringType(), required=False),
+    NestedField(12, "seq", LongType(), required=False, doc="stream sequence of the reading"),
+    NestedField(13, STREAM_FIELD, StringType(), required=False),
+)
+ANOMALIES_ARROW = pa.schema([
+    pa.field("ts", pa.timestamp("us", tz="UTC")),
+    pa.field("detected_at", pa.timestamp("us", tz="UTC")),
+    pa.field("device_id", pa.string()),
+    pa.field("detector", pa.string()),
+    pa.field("kind", pa.string()),
+    pa.field("field", pa.string()),
+    pa.field("value", pa.float64()),
+    pa.field("value_text", pa.string()),
+    pa.field("expected", pa.string()),
+    pa.field("severity", pa.string()),
+    pa.field("topic", pa.string()),
+    pa.field("seq", pa.int64()),
+    pa.field(STREAM_FIELD, pa.string()),
+])
+
+
+def anomaly_rows(detections: Sequence[Detection], detected_us: Sequence[int]) -> pa.Table:
+    return pa.table({
+        "ts": [d.ts_us for d in detections],
+        "detected_at": list(detected_us),
+        "device_id": [d.device for d in detections],
+        "detector": [d.detector for d in detections],
+        "kind": [d.kind for d in detections],
+        "field": [d.field or None for d in detections],
+        "value": [d.value for d in detections],
+        "value_text": [d.value_text for d in detections],
+        "expected": [d.expected for d in detections],
+        "severity": [d.severity for d in detections],
+        "topic": [d.topic or None for d in detections],
+        "seq": [d.seq for d in detections],
+        STREAM_FIELD: [d.stream for d in detections],
+    }, schema=ANOMALIES_ARROW)
+
+
+class AnomalyOutput(TableOutput):
+    stateful = True
+    """Written with every window, rows or not: its state moves with every reading."""
+
+    def __init__(self, detectors: Sequence[Detector], facts: AlertFacts, store: AlertStore,
+                 catalog: Catalog, namespace: str, start_at: Callable[[], Position],
+                 fault_points: Faults = faults.NO_FAULTS) -> None:
+        super().__init__(ANOMALIES, catalog, namespace, lambda _: pa.table({}),
+                         fault_points=fault_points)
+        self.detectors = list(detectors)
+        self.facts = facts
+        self.store = store
+        self._start_at = start_at
+        self._detections: list[Detection] = []
+        self._detected_us: list[int] = []
+        self._seen = Position()
+        self._sealed: tuple[dict[str, Any], Position] | None = None
+        self._committed_state: dict[str, Any] | None = None
+        self._number = 0
+        self._reload = True
+        self._fresh_at = 0.0
+        self._read_at = 0.0
+        self._ticked_at = 0.0
+        """When the worker last read a batch as fresh as CAUGHT_UP_S, or found nothing."""
+        self.on_detection: Callable[[], None] = lambda: None
+        self.failures: dict[str, int] = {}
+        """Batches each detector failed on (a defect: logged, the batch skipped)."""
+
+    # -- the table -------------------------------------------------------------------------
+
+    def _load(self) -> Table:
+        identifier = (self._namespace, self.name)
+        try:
+            return self._catalog.load_table(identifier)
+        except NoSuchTableError:
+            pass
+        with contextlib.suppress(NamespaceAlreadyExistsError):
+            self._catalog.create_namespace_if_not_exists(self._namespace)
+        return self._catalog.create_table_if_not_exists(
+            identifier, schema=ANOMALIES_SCHEMA,
+            partition_spec=PartitionSpec(PartitionField(source_id=1, field_id=1000,
+                                                        transform=DayTransform(),
+                                                        name="ts_day")),
+            sort_order=SortOrder(SortField(source_id=1, transform=IdentityTransform())),
+            properties=TABLE_PROPERTIES)
+
+    # -- the output contract -----------------------------------------------------------------
+
+    def load_position(self) -> Position:
+        self._table = self._load()
+        checkpoint = self.store.checkpoint(self.name)
+        if checkpoint is None:  # never written: start where telemetry is
+            checkpoint = Checkpoint(self._start_at(), 0, self._state(), None)
+            self.store.save_checkpoint(self.name, checkpoint)
+        held = int(self._table.properties.get(CHECKPOINT_PROPERTY, "0"))
+        if held < checkpoint.number and checkpoint.rows:
+            # The checkpoint was written and its rows were not appended (a crash between).
+            self._commit(_from_ipc(checkpoint.rows),
+                         {CHECKPOINT_PROPERTY: str(checkpoint.number),
+                          POSITION_PROPERTY: checkpoint.position.encode()})
+            log.info("anomalies: appended the rows of checkpoint %s", checkpoint.number)
+        self._number = checkpoint.number
+        if self._reload:  # a new session: the state is the checkpoint's
+            self._restore(checkpoint.state)
+            self._committed_state = checkpoint.state
+            self._seen = checkpoint.position
+            self._reload = False
+        return checkpoint.position
+
+    def add(self, batch: DecodedBatch) -> None:
+        self._seen = self._seen.merged(batch.through)
+        readings = batch.readings
+        now = time.time()
+        self._read_at = now
+        if readings.num_rows and "received_at" in readings.column_names:
+            latest = pc.max(readings["received_at"].cast(pa.int64())).as_py()
+            if latest is not None and now - latest / 1e6 <= CAUGHT_UP_S:
+                self._fresh_at = now
+        if not readings.num_rows:
+            return
+        view = Readings(readings)
+        now_us = int(now * 1e6)
+        for detector in self.detectors:
+            try:
+                detections, verdicts = detector.check(view, now_us)
+            except Exception as exc:  # a defect in one detector must not stop the pipeline
+                self._failed(detector, exc)
+                continue
+            self._took(detections, verdicts, now, now_us)
+
+    def _failed(self, detector: Detector, exc: Exception) -> None:
+        self.failures[detector.name] = self.failures.get(detector.name, 0) + 1
+        if self.failures[detector.name] in (1, 10, 100, 1000) or (
+                self.failures[detector.name] % 10_000 == 0):
+            log.error("detector %s failed on a batch (%s times so far), which it skipped: "
+                      "%s: %s", detector.name, self.failures[detector.name],
+                      type(exc).__name__, exc, exc_info=self.failures[detector.name] == 1)
+
+    def tick(self) -> None:
+        """Detections that time makes (silence), on the event loop, once a second."""
+        now = time.time()
+        if now - self._ticked_at < TICK_S:
+            return
+        self._ticked_at = now
+        if now - self._read_at > CAUGHT_UP_S:  # nothing to read lately: caught up
+            self._fresh_at = now
+        if now - self._fresh_at > CAUGHT_UP_S:
+            return
+        now_us = int(now * 1e6)
+        for detector in self.detectors:
+            try:
+                detections, verdicts = detector.tick(now_us)
+            except Exception as exc:
+                self._failed(detector, exc)
+                continue
+            self._took(detections, verdicts, now, now_us)
+
+    def _took(self, detections: list[Detection], verdicts: list[Any], now: float,
+              now_us: int) -> None:
+        if detections:
+            self._detections += detections
+            self._detected_us += [now_us] * len(detections)
+        if verdicts:
+            self.facts.apply(verdicts, now)
+            if self.facts.changed:
+                self.on_detection()
+
+    @property
+    def asks_commit(self) -> bool:
+        """Rows no stream message brought (silence) wait for a commit of their own."""
+        return bool(self._detections)
+
+    def seal(self) -> pa.Table | None:
+        detections, self._detections = self._detections, []
+        detected, self._detected_us = self._detected_us, []
+        self._sealed = (self._state(), self._seen)
+        return anomaly_rows(detections, detected) if detections else None
+
+    def discard(self) -> None:
+        self._detections, self._detected_us = [], []
+        self._sealed = None
+        self._reload = True
+
+    def write(self, rows: pa.Table | None, through: Position) -> None:
+        self._faults.hit(faults.BEFORE_COMMIT)
+        sealed = self._sealed
+        if sealed is None or not through.covers(sealed[1]):
+            # Part of a window (the pipeline isolating rows): the checkpoint waits for the
+            # whole window, so that state and position always match.
+            if rows is not None and rows.num_rows:
+                self._commit(rows, {POSITION_PROPERTY: through.encode()})
+            return
+        state, _ = sealed
+        number = self._number + 1
+        ipc = _to_ipc(rows) if rows is not None and rows.num_rows else None
+        self.store.save_checkpoint(self.name, Checkpoint(through, number, state, ipc))
+        self._number = number
+        self._committed_state = state
+        if ipc is not None:
+            self._faults.hit(faults.AFTER_CHECKPOINT)
+            self._commit(rows, {CHECKPOINT_PROPERTY: str(number),
+                                POSITION_PROPERTY: through.encode()})
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {"detectors": {d.name: {"shape": _shape(d), "devices": state_of(d)}
+                              for d in self.detectors},
+                "alerts": self.facts.state()}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        kept = state.get("detectors", {})
+        for detector in self.detectors:
+            saved = kept.get(detector.name)
+            # A detector whose kind or field changed since starts afresh.
+            fits = isinstance(saved, dict) and saved.get("shape") == _shape(detector)
+            restore(detector, saved["devices"] if fits else {})
+        self.facts.restore(state.get("alerts", []))
+
+
+def _shape(detector: Detector) -> str:
+    config = getattr(detector, "config", None)
+    if config is None:  # a rule's alert: no state
+        return "rule"
+    return f"{config.kind}:{config.field}:{config.window}"
+
+
+def _to_ipc(rows: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, rows.schema) as writer:
+        writer.write_table(rows)
+    return sink.getvalue()
+
+
+def _from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(data).read_all()
