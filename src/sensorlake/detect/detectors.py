@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorlake.config import DetectorConfig
+from sensorlake.lake.schema import numeric_text
 from sensorlake.lake.tables import STREAM_FIELD
 from sensorlake.topics import topic_matches
 
@@ -178,12 +179,9 @@ def _values(table: pa.Table, name: str) -> Values | None:
                 continue
             number = parsed.get(text)
             if number is None:
-                try:
-                    number = float(text.strip())
-                except ValueError:
-                    number = math.nan
-                parsed[text] = number if math.isfinite(number) else math.nan
-            numbers[i] = parsed[text]
+                found = numeric_text(text)
+                number = parsed[text] = math.nan if found is None else found
+            numbers[i] = number
         present = np.fromiter((t is not None for t in texts), dtype=bool, count=len(texts))
         return Values(numbers, present, texts)
     return None  # nested values are not checked
@@ -325,11 +323,7 @@ def _number(value: float | str | bool | None) -> float | None:
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
+        return numeric_text(value)
     return None
 
 

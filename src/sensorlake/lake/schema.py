@@ -97,6 +97,15 @@ def merge_types(old: pa.DataType | None, new: pa.DataType | None) -> pa.DataType
     return old
 
 
+def numeric_text(text: str) -> float | None:
+    """The finite number a numeric string such as " 400 " or "1e3" is; None for other text."""
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def coerce(value: Any, typ: pa.DataType, path: str) -> Any:
     """`value` as a Python value Arrow accepts for `typ`, or TypeConflict."""
     if value is None:
@@ -107,11 +116,8 @@ def coerce(value: Any, typ: pa.DataType, path: str) -> Any:
         if isinstance(value, int | float):
             return float(value)
         if isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                raise TypeConflict(path, value, typ) from None
-            if math.isfinite(number):
+            number = numeric_text(value)
+            if number is not None:
                 return number
         raise TypeConflict(path, value, typ)
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
