@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from sensorlake.config import DetectorConfig
-from sensorlake.detect.detectors import Readings, build, restore, state_of
+from sensorlake.detect.detectors import Readings, build
 from sensorlake.ingest.identity import IdentityRules
 from sensorlake.lake.records import Decoder
 from sensorlake.lake.tables import TELEMETRY_SCHEMA
@@ -95,9 +95,9 @@ def test_spike_compares_with_the_last_value_across_batches() -> None:
 def test_stuck_needs_count_equal_values_in_a_row_and_resumes_from_its_state() -> None:
     check = detector(field="co2", kind="stuck", count=4)
     assert flagged(check.check(readings(*[{"co2": 500}] * 3), 0)) == []
-    saved = state_of(check)
+    saved = check.dump()
     again = detector(field="co2", kind="stuck", count=4)
-    restore(again, orjson.loads(orjson.dumps(saved)))  # as a checkpoint stores it
+    again.load(orjson.loads(orjson.dumps(saved)))  # as a checkpoint stores it
     assert flagged(again.check(readings({"co2": 500}, {"co2": 500}, {"co2": 501}), 0)) == [
         "500", "500"]
 

@@ -65,8 +65,6 @@ class Outcome:
     """Seconds the endpoint asked us to wait (429)."""
     refused: bool = False
     """A 4xx other than 408 and 429: no retry will change the answer."""
-    pause: float | None = None
-    """Seconds to wait before the next request even after a success (Discord's headers)."""
 
 
 class ChannelClient:
@@ -81,8 +79,9 @@ class ChannelClient:
         self._client: httpx.AsyncClient | None = None
         self.blocked_until = 0.0
 
-    async def wait_turn(self, stop: asyncio.Event | None = None) -> None:
-        """Until a request may go: after any 429's wait, and under the channel's own limit."""
+    async def wait_turn(self, stop: asyncio.Event) -> None:
+        """Until a request may go (after any 429's wait, and under the channel's own limit) or
+        `stop` is set."""
         while True:
             now = time.monotonic()
             wait = self.blocked_until - now
@@ -93,9 +92,6 @@ class ChannelClient:
                     wait = max(wait, self._window - (now - self._sent[0]))
             if wait <= 0:
                 return
-            if stop is None:
-                await asyncio.sleep(wait)
-                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
             if stop.is_set():
@@ -113,25 +109,23 @@ class ChannelClient:
             for secret in (self.url, self.channel.url):
                 error = error.replace(secret, self.shown_url)
             return Outcome(False, error=error)
-        pause = None
-        if reply.headers.get("X-RateLimit-Remaining") == "0":
-            pause = _seconds(reply.headers.get("X-RateLimit-Reset-After"))
+        if reply.headers.get("X-RateLimit-Remaining") == "0":  # Discord: the bucket is empty
+            self.block(_seconds(reply.headers.get("X-RateLimit-Reset-After")))
         if reply.status_code < 300:
-            self._pause(pause)
-            return Outcome(True, reply.status_code, pause=pause)
+            return Outcome(True, reply.status_code)
         text = reply.text[:300]
         if reply.status_code == 429:
             wait = self._retry_after(reply)
-            self.blocked_until = max(self.blocked_until, time.monotonic() + wait)
+            self.block(wait)
             return Outcome(False, 429, f"HTTP 429 {text!r}", retry_after=wait)
-        self._pause(pause)
         refused = 400 <= reply.status_code < 500 and reply.status_code != 408
         return Outcome(False, reply.status_code, f"HTTP {reply.status_code} {text!r}",
                        refused=refused)
 
-    def _pause(self, pause: float | None) -> None:
-        if pause:
-            self.blocked_until = max(self.blocked_until, time.monotonic() + pause)
+    def block(self, seconds: float | None) -> None:
+        """No request goes for `seconds` from now."""
+        if seconds:
+            self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
 
     def _retry_after(self, reply: httpx.Response) -> float:
         waits = [_seconds(reply.headers.get("Retry-After")),

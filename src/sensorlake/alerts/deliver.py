@@ -86,8 +86,6 @@ class Delivery:
             log.warning("alerts: channel %s: attempt %s failed: %s", channel.name, attempts,
                         outcome.error)
             if outcome.retry_after is None:  # a 429 already set when the next may go
-                wait = delay * (0.5 + random.random())  # noqa: S311 (jitter)
-                self.client.blocked_until = max(self.client.blocked_until,
-                                                time.monotonic() + wait)
+                self.client.block(delay * (0.5 + random.random()))  # noqa: S311 (jitter)
                 delay = min(delay * 2, MAX_BACKOFF_S)
         return True

@@ -16,7 +16,6 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -31,7 +30,7 @@ from pyiceberg.types import (
 )
 
 from sensorlake.alerts.store import AlertStore
-from sensorlake.lake.tables import COMMITS, TABLE_PROPERTIES
+from sensorlake.lake.tables import COMMITS, TABLE_PROPERTIES, load_or_create
 from sensorlake.lake.transaction import transaction
 
 log = logging.getLogger(__name__)
@@ -57,23 +56,16 @@ ALERT_LOG_SCHEMA = Schema(
     NestedField(9, "response_code", IntegerType(), required=False),
     NestedField(10, "error", StringType(), required=False),
 )
-_ARROW = pa.schema([
-    pa.field("at", pa.timestamp("us", tz="UTC")), pa.field("channel", pa.string()),
-    pa.field("group_key", pa.string()), pa.field("notification", pa.int64()),
-    pa.field("kind", pa.string()), pa.field("status", pa.string()),
-    pa.field("attempts", pa.int32()), pa.field("latency_ms", pa.float64()),
-    pa.field("response_code", pa.int32()), pa.field("error", pa.string()),
-])
+_ARROW = ALERT_LOG_SCHEMA.as_arrow()
 
 
 def alert_log_table(catalog: Catalog, namespace: str) -> Table:
-    with contextlib.suppress(NamespaceAlreadyExistsError):
-        catalog.create_namespace_if_not_exists(namespace)
-    return catalog.create_table_if_not_exists(
-        (namespace, ALERT_LOG), schema=ALERT_LOG_SCHEMA,
-        partition_spec=PartitionSpec(PartitionField(source_id=1, field_id=1000,
-                                                    transform=DayTransform(), name="at_day")),
-        properties=TABLE_PROPERTIES)
+    return load_or_create(catalog, namespace, ALERT_LOG, lambda: {
+        "schema": ALERT_LOG_SCHEMA,
+        "partition_spec": PartitionSpec(PartitionField(source_id=1, field_id=1000,
+                                                       transform=DayTransform(),
+                                                       name="at_day")),
+        "properties": TABLE_PROPERTIES})
 
 
 def copy_log(catalog: Catalog, namespace: str, store: AlertStore) -> int:

@@ -159,10 +159,8 @@ class AlertStore(SqlStore):
                         .offset(1).limit(waiting - max_queue)).all()
                     for nid, key, old_kind in oldest:
                         con.execute(queue.delete().where(queue.c.id == nid))
-                        con.execute(self._log.insert().values(
-                            at=time.time(), channel=channel, group_key=key, notification=nid,
-                            kind=old_kind, status="dropped", attempts=0,
-                            error=f"more than alerts.max_queue ({max_queue}) waiting"))
+                        self._logged(con, channel, key, nid, old_kind, "dropped", 0, None,
+                                     None, f"more than alerts.max_queue ({max_queue}) waiting")
                     dropped = len(oldest)
         return dropped
 
@@ -192,21 +190,24 @@ class AlertStore(SqlStore):
             else:
                 con.execute(queue.update().where(queue.c.id == notification.id)
                             .values(attempts=attempts))
-            con.execute(self._log.insert().values(
-                at=time.time(), channel=notification.channel, group_key=notification.group_key,
-                notification=notification.id, kind=notification.kind, status=status,
-                attempts=attempts, latency_ms=latency_ms, response_code=code,
-                error=error[:1000] if error else None))
+            self._logged(con, notification.channel, notification.group_key, notification.id,
+                         notification.kind, status, attempts, latency_ms, code, error)
 
     def log_attempt(self, channel: str, group_key: str, kind: str, status: str,
                     latency_ms: float | None, code: int | None, error: str | None) -> None:
         """An attempt outside the queue (`sensorlake alerts test`)."""
         self._ensure()
         with self._engine.begin() as con:
-            con.execute(self._log.insert().values(
-                at=time.time(), channel=channel, group_key=group_key, notification=None,
-                kind=kind, status=status, attempts=1, latency_ms=latency_ms,
-                response_code=code, error=error))
+            self._logged(con, channel, group_key, None, kind, status, 1, latency_ms, code,
+                         error)
+
+    def _logged(self, con: sa.Connection, channel: str, group_key: str,
+                notification: int | None, kind: str, status: str, attempts: int,
+                latency_ms: float | None, code: int | None, error: str | None) -> None:
+        con.execute(self._log.insert().values(
+            at=time.time(), channel=channel, group_key=group_key, notification=notification,
+            kind=kind, status=status, attempts=attempts, latency_ms=latency_ms,
+            response_code=code, error=error[:1000] if error else None))
 
     def waiting(self) -> dict[str, int]:
         self._ensure()

@@ -3,8 +3,8 @@
 A detector looks at one field of the readings its topic filter matches, device by device, in
 arrival order, and says of each reading whether it is an anomaly. Stateless kinds (range, flag)
 are whole-column comparisons; the others keep a little state per device (the last value, a run
-length, a rolling window, when it was last seen), which `state()` and `restore()` turn into
-JSON so that it is checkpointed with the output's position (`output.py`).
+length, a rolling window, when it was last seen), which `dump()` and `load()` turn into and
+from JSON so that it is checkpointed with the output's position (`output.py`).
 
 Every checked reading also tells the alert whether its condition holds now: a normal reading of
 a device clears it, an anomalous one raises it (`Verdict`).
@@ -88,7 +88,6 @@ class Readings:
     def __init__(self, table: pa.Table) -> None:
         self.table = table
         self.n = table.num_rows
-        self.devices: list[str | None] = []
         encoded = pc.dictionary_encode(table["device_id"]).combine_chunks()
         self._names: list[str | None] = encoded.dictionary.to_pylist()
         self._codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
@@ -202,7 +201,7 @@ class Detector:
         """Per device, what the kind needs (JSON-able)."""
 
     def check(self, readings: Readings, now_us: int) -> tuple[list[Detection], list[Verdict]]:
-        rows = readings.matching(self.config.topic)
+        rows = readings.matching(self.topic)
         if not len(rows):
             return [], []
         values = readings.field(self.config.field) if self.config.field else None
@@ -212,13 +211,18 @@ class Detector:
 
     def _check(self, readings: Readings, rows: np.ndarray, values: Values | None,
                now_us: int) -> tuple[list[Detection], list[Verdict]]:
-        """Stateless kinds: a whole-column comparison (`_bad`)."""
+        """Stateless kinds: a whole-column comparison (`_bad`) of the readings `_checked`."""
         assert values is not None
-        checked = values.present[rows]
+        checked = self._checked(values, rows)
         bad = self._bad(values.numbers[rows], values, rows) & checked
         expected = self._expected()
         return self._verdicts(readings, rows, values, bad, checked,
                               lambda k: expected)
+
+    def _checked(self, values: Values, rows: np.ndarray) -> np.ndarray:
+        """The readings judged: those that have the field."""
+        present: np.ndarray = values.present[rows]
+        return present
 
     def _bad(self, numbers: np.ndarray, values: Values, rows: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -229,6 +233,13 @@ class Detector:
     def tick(self, now_us: int) -> tuple[list[Detection], list[Verdict]]:
         """Detections that time alone makes (silence)."""
         return [], []
+
+    def dump(self) -> dict[str, Any]:
+        """The state per device as JSON values (a copy: the checkpoint keeps it as it is)."""
+        return {device: list(state) for device, state in self.state.items()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.state = {device: list(value) for device, value in state.items()}
 
     # -- shared ----------------------------------------------------------------------------
 
@@ -270,13 +281,10 @@ class Detector:
 
 
 class RangeDetector(Detector):
-    def _check(self, readings: Readings, rows: np.ndarray, values: Values | None,
-               now_us: int) -> tuple[list[Detection], list[Verdict]]:
-        assert values is not None
-        checked = ~np.isnan(values.numbers[rows])  # text that is no number: not judged
-        bad = self._bad(values.numbers[rows], values, rows) & checked
-        expected = self._expected()
-        return self._verdicts(readings, rows, values, bad, checked, lambda k: expected)
+    def _checked(self, values: Values, rows: np.ndarray) -> np.ndarray:
+        """Text that is no number is not judged (it neither raises nor clears)."""
+        numbers: np.ndarray = ~np.isnan(values.numbers[rows])
+        return numbers
 
     def _bad(self, numbers: np.ndarray, values: Values, rows: np.ndarray) -> np.ndarray:
         low, high = self.config.min, self.config.max
@@ -331,7 +339,7 @@ def _target(value: float | str | bool | None) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     number = _number(value)
-    return _show(number) if number is not None and not isinstance(value, bool) else str(value)
+    return _show(number) if number is not None else str(value)
 
 
 class _PerDevice(Detector):
@@ -428,7 +436,7 @@ class OutlierDetector(_PerDevice):
         window.extend(values.tolist())
         return window, flags, why
 
-    def restore_state(self, state: dict[str, Any]) -> None:
+    def load(self, state: dict[str, Any]) -> None:
         self.state = {device: deque(values, maxlen=self.config.window)
                       for device, values in state.items()}
 
@@ -471,16 +479,3 @@ _KINDS: dict[str, type[Detector]] = {
 
 def build(config: DetectorConfig) -> Detector:
     return _KINDS[config.kind](config)
-
-
-def state_of(detector: Detector) -> dict[str, Any]:
-    if isinstance(detector, OutlierDetector):
-        return {device: list(window) for device, window in detector.state.items()}
-    return {device: list(state) for device, state in detector.state.items()}
-
-
-def restore(detector: Detector, state: dict[str, Any]) -> None:
-    if isinstance(detector, OutlierDetector):
-        detector.restore_state(state)
-    else:
-        detector.state = {device: list(value) for device, value in state.items()}

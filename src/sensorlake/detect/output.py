@@ -14,7 +14,6 @@ restart the state is the checkpoint's, and the stream after its position rebuild
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import time
@@ -24,7 +23,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -35,11 +33,16 @@ from pyiceberg.types import DoubleType, LongType, NestedField, StringType, Times
 from sensorlake import faults
 from sensorlake.alerts.facts import AlertFacts
 from sensorlake.alerts.store import AlertStore, Checkpoint
-from sensorlake.detect.detectors import Detection, Detector, Readings, restore, state_of
+from sensorlake.detect.detectors import Detection, Detector, Readings, Verdict
 from sensorlake.faults import Faults
 from sensorlake.lake.outputs import TableOutput
 from sensorlake.lake.records import DecodedBatch
-from sensorlake.lake.tables import POSITION_PROPERTY, STREAM_FIELD, TABLE_PROPERTIES
+from sensorlake.lake.tables import (
+    POSITION_PROPERTY,
+    STREAM_FIELD,
+    TABLE_PROPERTIES,
+    load_or_create,
+)
 from sensorlake.stream.partitions import Position
 
 log = logging.getLogger(__name__)
@@ -69,21 +72,7 @@ ANOMALIES_SCHEMA = Schema(
     NestedField(12, "seq", LongType(), required=False, doc="stream sequence of the reading"),
     NestedField(13, STREAM_FIELD, StringType(), required=False),
 )
-ANOMALIES_ARROW = pa.schema([
-    pa.field("ts", pa.timestamp("us", tz="UTC")),
-    pa.field("detected_at", pa.timestamp("us", tz="UTC")),
-    pa.field("device_id", pa.string()),
-    pa.field("detector", pa.string()),
-    pa.field("kind", pa.string()),
-    pa.field("field", pa.string()),
-    pa.field("value", pa.float64()),
-    pa.field("value_text", pa.string()),
-    pa.field("expected", pa.string()),
-    pa.field("severity", pa.string()),
-    pa.field("topic", pa.string()),
-    pa.field("seq", pa.int64()),
-    pa.field(STREAM_FIELD, pa.string()),
-])
+ANOMALIES_ARROW = ANOMALIES_SCHEMA.as_arrow()
 
 
 def anomaly_rows(detections: Sequence[Detection], detected_us: Sequence[int]) -> pa.Table:
@@ -121,13 +110,12 @@ class AnomalyOutput(TableOutput):
         self._detected_us: list[int] = []
         self._seen = Position()
         self._sealed: tuple[dict[str, Any], Position] | None = None
-        self._committed_state: dict[str, Any] | None = None
         self._number = 0
         self._reload = True
         self._fresh_at = 0.0
+        """When the worker last read a batch as fresh as CAUGHT_UP_S, or found nothing."""
         self._read_at = 0.0
         self._ticked_at = 0.0
-        """When the worker last read a batch as fresh as CAUGHT_UP_S, or found nothing."""
         self.on_detection: Callable[[], None] = lambda: None
         self.failures: dict[str, int] = {}
         """Batches each detector failed on (a defect: logged, the batch skipped)."""
@@ -135,20 +123,13 @@ class AnomalyOutput(TableOutput):
     # -- the table -------------------------------------------------------------------------
 
     def _load(self) -> Table:
-        identifier = (self._namespace, self.name)
-        try:
-            return self._catalog.load_table(identifier)
-        except NoSuchTableError:
-            pass
-        with contextlib.suppress(NamespaceAlreadyExistsError):
-            self._catalog.create_namespace_if_not_exists(self._namespace)
-        return self._catalog.create_table_if_not_exists(
-            identifier, schema=ANOMALIES_SCHEMA,
-            partition_spec=PartitionSpec(PartitionField(source_id=1, field_id=1000,
-                                                        transform=DayTransform(),
-                                                        name="ts_day")),
-            sort_order=SortOrder(SortField(source_id=1, transform=IdentityTransform())),
-            properties=TABLE_PROPERTIES)
+        return load_or_create(self._catalog, self._namespace, self.name, lambda: {
+            "schema": ANOMALIES_SCHEMA,
+            "partition_spec": PartitionSpec(PartitionField(source_id=1, field_id=1000,
+                                                           transform=DayTransform(),
+                                                           name="ts_day")),
+            "sort_order": SortOrder(SortField(source_id=1, transform=IdentityTransform())),
+            "properties": TABLE_PROPERTIES})
 
     # -- the output contract -----------------------------------------------------------------
 
@@ -168,7 +149,6 @@ class AnomalyOutput(TableOutput):
         self._number = checkpoint.number
         if self._reload:  # a new session: the state is the checkpoint's
             self._restore(checkpoint.state)
-            self._committed_state = checkpoint.state
             self._seen = checkpoint.position
             self._reload = False
         return checkpoint.position
@@ -195,12 +175,11 @@ class AnomalyOutput(TableOutput):
             self._took(detections, verdicts, now, now_us)
 
     def _failed(self, detector: Detector, exc: Exception) -> None:
-        self.failures[detector.name] = self.failures.get(detector.name, 0) + 1
-        if self.failures[detector.name] in (1, 10, 100, 1000) or (
-                self.failures[detector.name] % 10_000 == 0):
+        times = self.failures[detector.name] = self.failures.get(detector.name, 0) + 1
+        if times in (1, 10, 100, 1000) or times % 10_000 == 0:
             log.error("detector %s failed on a batch (%s times so far), which it skipped: "
-                      "%s: %s", detector.name, self.failures[detector.name],
-                      type(exc).__name__, exc, exc_info=self.failures[detector.name] == 1)
+                      "%s: %s", detector.name, times, type(exc).__name__, exc,
+                      exc_info=times == 1)
 
     def tick(self) -> None:
         """Detections that time makes (silence), on the event loop, once a second."""
@@ -221,7 +200,7 @@ class AnomalyOutput(TableOutput):
                 continue
             self._took(detections, verdicts, now, now_us)
 
-    def _took(self, detections: list[Detection], verdicts: list[Any], now: float,
+    def _took(self, detections: list[Detection], verdicts: list[Verdict], now: float,
               now_us: int) -> None:
         if detections:
             self._detections += detections
@@ -261,7 +240,6 @@ class AnomalyOutput(TableOutput):
         ipc = _to_ipc(rows) if rows is not None and rows.num_rows else None
         self.store.save_checkpoint(self.name, Checkpoint(through, number, state, ipc))
         self._number = number
-        self._committed_state = state
         if ipc is not None:
             self._faults.hit(faults.AFTER_CHECKPOINT)
             self._commit(rows, {CHECKPOINT_PROPERTY: str(number),
@@ -270,7 +248,7 @@ class AnomalyOutput(TableOutput):
     # -- state ---------------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        return {"detectors": {d.name: {"shape": _shape(d), "devices": state_of(d)}
+        return {"detectors": {d.name: {"shape": _shape(d), "devices": d.dump()}
                               for d in self.detectors},
                 "alerts": self.facts.state()}
 
@@ -280,7 +258,7 @@ class AnomalyOutput(TableOutput):
             saved = kept.get(detector.name)
             # A detector whose kind or field changed since starts afresh.
             fits = isinstance(saved, dict) and saved.get("shape") == _shape(detector)
-            restore(detector, saved["devices"] if fits else {})
+            detector.load(saved["devices"] if fits else {})
         self.facts.restore(state.get("alerts", []))
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -171,6 +173,20 @@ def load_table(catalog: Catalog, namespace: str, name: str) -> Table:
         raise TableNotFound(
             f"no table named {name!r}", hint="`sensorlake tables` lists the tables"
         ) from None
+
+
+def load_or_create(catalog: Catalog, namespace: str, name: str,
+                   create: Callable[[], dict[str, Any]]) -> Table:
+    """The table, created with the arguments `create()` gives when it is missing (safe to race
+    with another process). Loaded first: a create that finds the table has already written a
+    metadata file nothing will reference."""
+    try:
+        return catalog.load_table((namespace, name))
+    except NoSuchTableError:
+        pass
+    with contextlib.suppress(NamespaceAlreadyExistsError):
+        catalog.create_namespace_if_not_exists(namespace)
+    return catalog.create_table_if_not_exists((namespace, name), **create())
 
 
 def position_key(writer: str | None = None) -> str:

@@ -13,16 +13,11 @@ is not run over what the lake already has.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import (
-    NamespaceAlreadyExistsError,
-    NoSuchTableError,
-    TableAlreadyExistsError,
-)
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, Transaction
@@ -40,7 +35,12 @@ from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
 from sensorlake import faults
 from sensorlake.faults import Faults
 from sensorlake.lake.outputs import TableOutput
-from sensorlake.lake.tables import POSITION_PROPERTY, STREAM_FIELD, TABLE_PROPERTIES
+from sensorlake.lake.tables import (
+    POSITION_PROPERTY,
+    STREAM_FIELD,
+    TABLE_PROPERTIES,
+    load_or_create,
+)
 from sensorlake.rules.dialect import partition_field
 from sensorlake.rules.evaluate import CompiledRule, Evaluator
 from sensorlake.stream.partitions import Position
@@ -74,11 +74,11 @@ class RuleTableOutput(TableOutput):
         self._partition = (kind, source)
 
     def _load(self) -> Table:
-        identifier = (self._namespace, self.name)
-        try:
-            return self._catalog.load_table(identifier)
-        except NoSuchTableError:
-            pass
+        return load_or_create(self._catalog, self._namespace, self.name, self._creation)
+
+    def _creation(self) -> dict[str, Any]:
+        """How the table is created: holding telemetry's position, so that a new rule starts
+        at the next reading."""
         kind, source = self._partition
         spec = PartitionSpec()
         if source == "ts":
@@ -87,15 +87,9 @@ class RuleTableOutput(TableOutput):
                                                 name=f"ts_{kind}"))
         properties = {**TABLE_PROPERTIES, POSITION_PROPERTY: self._start_at().encode(),
                       "sensorlake.rule": self.rule.name}
-        with contextlib.suppress(NamespaceAlreadyExistsError):
-            self._catalog.create_namespace_if_not_exists(self._namespace)
-        try:
-            return self._catalog.create_table(
-                identifier, schema=RULE_SCHEMA, partition_spec=spec,
-                sort_order=SortOrder(SortField(source_id=1, transform=IdentityTransform())),
-                properties=properties)
-        except TableAlreadyExistsError:  # another worker made it meanwhile
-            return self._catalog.load_table(identifier)
+        return {"schema": RULE_SCHEMA, "partition_spec": spec,
+                "sort_order": SortOrder(SortField(source_id=1, transform=IdentityTransform())),
+                "properties": properties}
 
     def write(self, rows: pa.Table | None, through: Position) -> None:
         result = None
