@@ -183,6 +183,11 @@ class LakeConfig(_Section):
     max_columns: int = Field(1000, ge=10, le=100_000)
     """Most columns (nested fields included) a table may grow to; readings that would add more
     are dead-lettered with the reason."""
+    rollups: bool = True
+    """Keep the `telemetry_1m` and `telemetry_1h` rollup tables (min, max, avg, count and last
+    of each numeric field per device and minute or hour), which the dashboard's long charts
+    read. They start where telemetry is when first enabled; `sensorlake rollups rebuild` fills
+    them from the whole table."""
     maintenance: bool = True
     """Run compaction, snapshot expiry, retention and orphan removal in the background of the
     worker (`sensorlake maintain` runs them on demand either way)."""

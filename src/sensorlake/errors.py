@@ -172,3 +172,25 @@ class AlertsError(SensorlakeError):
     """A request about alerts, anomalies or silences that cannot be taken as it is."""
 
     status = 400
+
+
+class RollupError(SensorlakeError):
+    """The rollup tables cannot be written or rebuilt as asked."""
+
+    status = 503
+
+
+class ChartError(SensorlakeError):
+    """A chart request that cannot be answered as it is (unknown field, bad time range)."""
+
+    status = 400
+
+
+class SavedQueryError(SensorlakeError):
+    """A saved query that cannot be stored or found as named."""
+
+    status = 400
+
+
+class SavedQueryNotFound(SavedQueryError):
+    status = 404

@@ -62,6 +62,11 @@ class WriterMetrics(_Registry):
             "sensorlake_commits", "Commit cycles that stored rows.",
             registry=self.registry,
         )
+        self.last_commit = Gauge(
+            "sensorlake_last_commit_timestamp_seconds",
+            "When the worker last committed a cycle that stored rows (Unix time).",
+            registry=self.registry,
+        )
         self.commit_failures = Counter(
             "sensorlake_commit_failures",
             "Failed writes of an output, by kind: transient (retried) or terminal (isolated).",

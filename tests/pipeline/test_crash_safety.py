@@ -1,6 +1,7 @@
 """Crash safety: kill every process at random moments, and the writer at every point where the
 state changes, while MQTT QoS 1 and HTTP readings keep arriving. Afterwards every reading that got
-a PUBACK or a 2xx is in `telemetry` exactly once, and the lake reads clean.
+a PUBACK or a 2xx is in `telemetry` exactly once, and the lake reads clean; device state, the
+anomalies table and the rollups hold each reading telemetry holds, once.
 
 MQTT QoS 1 is at least once between a device and the server: a publish whose PUBACK was lost in a
 crash is sent again and may be stored twice. Only readings in flight at such a disconnect may
@@ -28,6 +29,7 @@ import pytest
 from pyiceberg.catalog import load_catalog
 
 from tests.conftest import Sensorlake
+from tests.rollup.checks import check_rollups
 
 pytestmark = pytest.mark.slow
 
@@ -342,6 +344,7 @@ def _verify(lake: Sensorlake, mqtt_load: MqttLoad, http_load: HttpLoad) -> dict[
     _check_files(lake)
     _check_device_state(lake)
     _check_anomalies(lake)
+    check_rollups(lake, "n", time.time() - 86_400)
     return {"mqtt acked": len(mqtt_load.acked), "http acked": len(http_load.acked)}
 
 

@@ -19,6 +19,7 @@ from sensorlake.config import Config
 from sensorlake.detect.detectors import Detector, build
 from sensorlake.detect.output import AnomalyOutput
 from sensorlake.faults import Faults
+from sensorlake.pipeline.checkpoint import CheckpointStore
 from sensorlake.stream.partitions import Position
 
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -53,7 +54,8 @@ def alerting(config: Config, catalog: Catalog, start_at: Callable[[], Position],
                                                 alerts.keep_firing_for)
     facts = AlertFacts(settings)
     store = AlertStore.for_config(config)
-    output = AnomalyOutput(detectors, facts, store, catalog, config.lake.namespace, start_at,
+    output = AnomalyOutput(detectors, facts, CheckpointStore.for_config(config), catalog,
+                           config.lake.namespace, start_at,
                            fault_points)
     notifier = Notifier(alerts, facts, store, dashboard_url(config), tick=output.tick)
     output.on_detection = notifier.wake.set

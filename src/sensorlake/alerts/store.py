@@ -1,8 +1,6 @@
 """What alerting keeps in the pipeline's database (SQLite in the data dir, or the catalog's
 PostgreSQL), so that it survives restarts and every node reads the same:
 
-- the detectors' checkpoint: their state, the alerts, the position they reached, and the
-  anomaly rows of that step until the anomalies table holds them (`detect/output.py`);
 - each notification group's bookkeeping and the queue of notifications to send, changed in one
   transaction, so a notification is never created twice nor lost;
 - the log of every attempt to send (copied into the `alert_log` table), the silences, and the
@@ -20,16 +18,6 @@ import sqlalchemy as sa
 
 from sensorlake.config import Config
 from sensorlake.pipeline.database import SqlStore, database_url
-from sensorlake.stream.partitions import Position
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    position: Position
-    number: int
-    state: dict[str, Any]
-    rows: bytes | None
-    """The anomaly rows of this step (Arrow IPC), until the anomalies table holds them."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +36,6 @@ class AlertStore(SqlStore):
     def __init__(self, url: str, namespace: str) -> None:
         super().__init__(url, namespace)
         meta = self._meta
-        self._checkpoints = sa.Table(
-            f"{namespace}_detector_checkpoint", meta,
-            sa.Column("output", sa.String, primary_key=True),
-            sa.Column("position", sa.Text, nullable=False),
-            sa.Column("number", sa.BigInteger, nullable=False),
-            sa.Column("state", sa.LargeBinary, nullable=False),
-            sa.Column("rows", sa.LargeBinary),
-        )
         self._groups = sa.Table(
             f"{namespace}_alert_groups", meta,
             sa.Column("group_key", sa.String, primary_key=True),
@@ -102,28 +82,6 @@ class AlertStore(SqlStore):
     @classmethod
     def for_config(cls, config: Config) -> AlertStore:
         return cls(database_url(config), config.lake.namespace)
-
-    # -- the detectors' checkpoint -----------------------------------------------------------
-
-    def checkpoint(self, output: str) -> Checkpoint | None:
-        self._ensure()
-        table = self._checkpoints
-        with self._engine.connect() as con:
-            row = con.execute(sa.select(table.c.position, table.c.number, table.c.state,
-                                        table.c.rows).where(table.c.output == output)).first()
-        if row is None:
-            return None
-        return Checkpoint(Position.decode(row[0]), int(row[1]), orjson.loads(row[2]), row[3])
-
-    def save_checkpoint(self, output: str, checkpoint: Checkpoint) -> None:
-        self._ensure()
-        table = self._checkpoints
-        values = {"position": checkpoint.position.encode(), "number": checkpoint.number,
-                  "state": orjson.dumps(checkpoint.state), "rows": checkpoint.rows}
-        with self._engine.begin() as con:
-            done = con.execute(table.update().where(table.c.output == output).values(**values))
-            if not done.rowcount:
-                con.execute(table.insert().values(output=output, **values))
 
     # -- groups and the queue ----------------------------------------------------------------
 

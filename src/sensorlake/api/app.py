@@ -197,6 +197,10 @@ def create_app(ctx: ApiContext) -> Starlette:
             raise QueryError("'max_rows' must be a non-negative integer")
         max_rows = min(max_rows, cfg.query.max_rows)
         shape = payload.get("shape", "rows")
+        answer_as = payload.get("format", "json")
+        if answer_as not in ("json", "csv"):
+            raise QueryError("'format' must be \"json\" or \"csv\"",
+                             hint='"csv" answers text/csv, as the dashboard downloads it')
         if shape not in ("rows", "columns"):
             raise QueryError("'shape' must be \"rows\" or \"columns\"",
                              hint='"columns" returns one array per column under "data"')
@@ -210,9 +214,15 @@ def create_app(ctx: ApiContext) -> Starlette:
             result = ctx.engine.execute(checked, tails={TELEMETRY: tail.table},
                                         loaded=tail.loaded,
                                         max_rows=max_rows, notes=tail.notes)
+            if answer_as == "csv":
+                return result.to_csv()
             return json_bytes(result.to_json(shape))
 
-        return Response(await asyncio.to_thread(answer), media_type="application/json")
+        body = await asyncio.to_thread(answer)
+        if answer_as == "csv":
+            return Response(body, media_type="text/csv; charset=utf-8", headers={
+                "Content-Disposition": 'attachment; filename="query.csv"'})
+        return Response(body, media_type="application/json")
 
     async def tables(request: Request) -> Response:
         names = await asyncio.to_thread(ctx.engine.table_names)
@@ -336,12 +346,18 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/api/v1/simulate/{id}", simulate_stop, methods=["DELETE"]),
     ]
     from sensorlake.api.alerts import alert_routes
+    from sensorlake.api.dashboard import dashboard_routes
+    from sensorlake.dashboard.routes import dashboard_routes as dashboard_files
 
     more, more_scopes = alert_routes(cfg, ctx.engine)
     routes += more
+    shown, shown_scopes = dashboard_routes(cfg, ctx.client, ctx.engine, lambda: ctx.accepting,
+                                           ctx.metrics.render)
+    routes += shown
     # The scope each route needs; a route missing here needs admin (see api/auth.py).
     scopes = {
         **more_scopes,
+        **shown_scopes,
         "/metrics": Scope.read,
         "/api/v1/ingest": Scope.ingest,
         "/api/v1/query": Scope.read,
@@ -355,7 +371,7 @@ def create_app(ctx: ApiContext) -> Starlette:
     guard = Middleware(AccessGuard, access=Access(cfg, local_token=ctx.local_token),
                        routes=routes, scopes=scopes)
     return Starlette(
-        routes=routes,
+        routes=[*routes, *dashboard_files()],  # the app's files: open (see api/auth.py)
         middleware=[guard],
         exception_handlers={SensorlakeError: on_error},
     )

@@ -2,7 +2,8 @@
 
 It is ASGI middleware rather than a check inside each handler, so that a route added later is
 guarded by default: a route declares the scope it needs, and one that declares none needs
-`admin`. Only /healthz stays open, for load balancers and supervisors that hold no key.
+`admin`. Only /healthz stays open, for load balancers and supervisors that hold no key, and the
+dashboard's own files, which hold no data.
 
 On a loopback address with no key created, the API is open, as a single-user install on one
 machine expects; the first key closes it. Elsewhere a key is always needed: readings and
@@ -35,7 +36,10 @@ from sensorlake.ingest.identity import IdentityRules
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/"})
+OPEN_PREFIX = "/static/"
+"""The dashboard's own files (`dashboard/routes.py`): they hold no data, and the page must load
+to ask for a key."""
 LOCAL_KEY = ApiKey("local", Scope.read, None, "commands on this machine (run file token)", "",
                    None, None)
 """What the run file's token acts as: it reads, nothing more."""
@@ -140,7 +144,8 @@ class AccessGuard:
         return None
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS \
+                or scope["path"].startswith(OPEN_PREFIX):
             await self.app(scope, receive, send)
             return
         what = f"{scope['method']} {scope['path']}"

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from sensorlake import __version__
-from sensorlake.cli import agent, alerts, devices, keys, rules, simulate
+from sensorlake.cli import agent, alerts, devices, keys, rollups, rules, simulate
 from sensorlake.cli.common import ConfigOpt, DataDirOpt, FormatOpt, err
 from sensorlake.cli.common import load as _load
 from sensorlake.cli.output import Format, emit_doc, emit_rows
@@ -34,6 +34,7 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(keys.app, name="keys")
 app.add_typer(rules.app, name="rules")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(rollups.app, name="rollups")
 app.add_typer(config_app, name="config")
 app.command()(simulate.simulate)
 app.command()(agent.agent)

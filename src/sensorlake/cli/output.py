@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import enum
-import io
 import sys
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -13,22 +11,13 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from sensorlake.values import jsonable
+from sensorlake.values import cell, csv_text, jsonable
 
 
 class Format(enum.StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
-
-
-def _cell(value: Any) -> str:
-    value = jsonable(value)
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return str(value)
 
 
 def emit_rows(
@@ -41,17 +30,13 @@ def emit_rows(
         doc = {"columns": list(columns), "rows": [[jsonable(v) for v in r] for r in rows]}
         sys.stdout.write(orjson.dumps({**doc, **(extra or {})}).decode() + "\n")
     elif fmt is Format.csv:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[_cell(v) for v in r] for r in rows])
-        sys.stdout.write(buf.getvalue())
+        sys.stdout.write(csv_text(columns, rows))
     else:
         table = Table(show_lines=False, header_style="bold")
         for column in columns:
             table.add_column(column, no_wrap=column in whole)
         for row in rows:
-            table.add_row(*(_cell(v) for v in row))
+            table.add_row(*(cell(v) for v in row))
         (console or Console()).print(table)
 
 

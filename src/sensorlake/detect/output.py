@@ -4,22 +4,18 @@
 Detection runs as each batch is read (`add`, on the event loop), so an alert is raised within
 the second, not at the next commit. What a commit must make durable is the state the detectors
 reached (rolling windows, last values, silence timers, the alerts) *with* the position it
-reflects, and the anomaly rows of that step. The checkpoint is written first, in one database
-transaction: state, position, a step number and the rows; then the rows are appended to the
-anomalies table, tagged with the step number. A crash between the two leaves a checkpoint
-whose rows the table lacks, and the next start appends them — so the table never misses a row
-nor holds one twice, silence detections (which no stream message carries) included. After a
+reflects, and the anomaly rows of that step: a checkpoint (`pipeline/checkpoint.py`). After a
 restart the state is the checkpoint's, and the stream after its position rebuilds the rest.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
@@ -32,23 +28,16 @@ from pyiceberg.types import DoubleType, LongType, NestedField, StringType, Times
 
 from sensorlake import faults
 from sensorlake.alerts.facts import AlertFacts
-from sensorlake.alerts.store import AlertStore, Checkpoint
 from sensorlake.detect.detectors import Detection, Detector, Readings, Verdict
 from sensorlake.faults import Faults
-from sensorlake.lake.outputs import TableOutput
 from sensorlake.lake.records import DecodedBatch
-from sensorlake.lake.tables import (
-    POSITION_PROPERTY,
-    STREAM_FIELD,
-    TABLE_PROPERTIES,
-    load_or_create,
-)
+from sensorlake.lake.tables import POSITION_PROPERTY, STREAM_FIELD, TABLE_PROPERTIES, load_or_create
+from sensorlake.pipeline.checkpoint import CheckpointedOutput, CheckpointStore
 from sensorlake.stream.partitions import Position
 
 log = logging.getLogger(__name__)
 
 ANOMALIES = "anomalies"
-CHECKPOINT_PROPERTY = "sensorlake.checkpoint"
 TICK_S = 1.0
 """How often silence is looked for (each look walks every device's timer)."""
 CAUGHT_UP_S = 5.0
@@ -93,11 +82,8 @@ def anomaly_rows(detections: Sequence[Detection], detected_us: Sequence[int]) ->
     }, schema=ANOMALIES_ARROW)
 
 
-class AnomalyOutput(TableOutput):
-    stateful = True
-    """Written with every window, rows or not: its state moves with every reading."""
-
-    def __init__(self, detectors: Sequence[Detector], facts: AlertFacts, store: AlertStore,
+class AnomalyOutput(CheckpointedOutput):
+    def __init__(self, detectors: Sequence[Detector], facts: AlertFacts, store: CheckpointStore,
                  catalog: Catalog, namespace: str, start_at: Callable[[], Position],
                  fault_points: Faults = faults.NO_FAULTS) -> None:
         super().__init__(ANOMALIES, catalog, namespace, lambda _: pa.table({}),
@@ -109,9 +95,7 @@ class AnomalyOutput(TableOutput):
         self._detections: list[Detection] = []
         self._detected_us: list[int] = []
         self._seen = Position()
-        self._sealed: tuple[dict[str, Any], Position] | None = None
-        self._number = 0
-        self._reload = True
+        self._sealed: tuple[bytes, Position] | None = None
         self._fresh_at = 0.0
         """When the worker last read a batch as fresh as CAUGHT_UP_S, or found nothing."""
         self._read_at = 0.0
@@ -132,26 +116,6 @@ class AnomalyOutput(TableOutput):
             "properties": TABLE_PROPERTIES})
 
     # -- the output contract -----------------------------------------------------------------
-
-    def load_position(self) -> Position:
-        self._table = self._load()
-        checkpoint = self.store.checkpoint(self.name)
-        if checkpoint is None:  # never written: start where telemetry is
-            checkpoint = Checkpoint(self._start_at(), 0, self._state(), None)
-            self.store.save_checkpoint(self.name, checkpoint)
-        held = int(self._table.properties.get(CHECKPOINT_PROPERTY, "0"))
-        if held < checkpoint.number and checkpoint.rows:
-            # The checkpoint was written and its rows were not appended (a crash between).
-            self._commit(_from_ipc(checkpoint.rows),
-                         {CHECKPOINT_PROPERTY: str(checkpoint.number),
-                          POSITION_PROPERTY: checkpoint.position.encode()})
-            log.info("anomalies: appended the rows of checkpoint %s", checkpoint.number)
-        self._number = checkpoint.number
-        if self._reload:  # a new session: the state is the checkpoint's
-            self._restore(checkpoint.state)
-            self._seen = checkpoint.position
-            self._reload = False
-        return checkpoint.position
 
     def add(self, batch: DecodedBatch) -> None:
         self._seen = self._seen.merged(batch.through)
@@ -218,13 +182,13 @@ class AnomalyOutput(TableOutput):
     def seal(self) -> pa.Table | None:
         detections, self._detections = self._detections, []
         detected, self._detected_us = self._detected_us, []
-        self._sealed = (self._state(), self._seen)
+        self._sealed = (self._dump(), self._seen)
         return anomaly_rows(detections, detected) if detections else None
 
     def discard(self) -> None:
+        super().discard()
         self._detections, self._detected_us = [], []
         self._sealed = None
-        self._reload = True
 
     def write(self, rows: pa.Table | None, through: Position) -> None:
         self._faults.hit(faults.BEFORE_COMMIT)
@@ -235,24 +199,21 @@ class AnomalyOutput(TableOutput):
             if rows is not None and rows.num_rows:
                 self._commit(rows, {POSITION_PROPERTY: through.encode()})
             return
-        state, _ = sealed
-        number = self._number + 1
-        ipc = _to_ipc(rows) if rows is not None and rows.num_rows else None
-        self.store.save_checkpoint(self.name, Checkpoint(through, number, state, ipc))
-        self._number = number
-        if ipc is not None:
-            self._faults.hit(faults.AFTER_CHECKPOINT)
-            self._commit(rows, {CHECKPOINT_PROPERTY: str(number),
-                                POSITION_PROPERTY: through.encode()})
+        self.checkpoint(sealed[0], rows, through)
 
     # -- state ---------------------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
-        return {"detectors": {d.name: {"shape": _shape(d), "devices": d.dump()}
-                              for d in self.detectors},
-                "alerts": self.facts.state()}
+    def _start(self) -> Position:
+        return self._start_at()
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _dump(self) -> bytes:
+        return orjson.dumps({"detectors": {d.name: {"shape": _shape(d), "devices": d.dump()}
+                                           for d in self.detectors},
+                             "alerts": self.facts.state()})
+
+    def _restore(self, data: bytes, position: Position) -> None:
+        self._seen = position
+        state: dict[str, Any] = orjson.loads(data)
         kept = state.get("detectors", {})
         for detector in self.detectors:
             saved = kept.get(detector.name)
@@ -268,13 +229,3 @@ def _shape(detector: Detector) -> str:
         return "rule"
     return f"{config.kind}:{config.field}:{config.window}"
 
-
-def _to_ipc(rows: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, rows.schema) as writer:
-        writer.write_table(rows)
-    return sink.getvalue()
-
-
-def _from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(data).read_all()

@@ -80,16 +80,22 @@ def build_worker(config: Config, client: StreamClient, metrics: WriterMetrics,
     # later ones behind, which the next session catches up from the lake's positions.
     later, rules, deliveries = state_and_rule_outputs(config, catalog, telemetry, client,
                                                       fault_points)
-    detection: list[Output] = []
+    checkpointed: list[Output] = []
     if any(d.enabled for d in config.detectors) or any(
             r.enabled and r.alert for r in config.rules):
         from sensorlake.alerts.setup import alerting
 
         anomalies, loops = alerting(config, catalog, lambda: read_position(telemetry.table),
                                     fault_points)
-        detection.append(anomalies)
+        checkpointed.append(anomalies)
         deliveries += loops
-    worker = Worker(config, client, [dead, telemetry, *later, *detection], dead, decoder,
+    if config.lake.rollups:
+        from sensorlake.pipeline.checkpoint import CheckpointStore
+        from sensorlake.rollup.output import rollup_outputs
+
+        checkpointed += rollup_outputs(catalog, namespace, CheckpointStore.for_config(config),
+                                    lambda: read_position(telemetry.table), fault_points)
+    worker = Worker(config, client, [dead, telemetry, *later, *checkpointed], dead, decoder,
                     metrics, fault_points)
     worker.rule_counters = lambda: {rule.name: asdict(rule.counters) for rule in rules}
     worker.deliveries = deliveries

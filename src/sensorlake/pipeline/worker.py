@@ -301,6 +301,7 @@ class Worker:
         self._metrics.buffered.set(self._window.rows)
         if rows:
             self._metrics.commits.inc()
+            self._metrics.last_commit.set_to_current_time()
             log.info("committed %s rows up to %s in %.3f s", rows, through.encode(), seconds)
         await self._update_lag()
 

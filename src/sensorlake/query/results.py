@@ -20,6 +20,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sensorlake.values import csv_text
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "+00:00", "Z"})
 
@@ -33,6 +35,9 @@ class QueryResult:
     uncommitted_rows: int = 0
     elapsed_ms: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    def to_csv(self) -> bytes:
+        return csv_text(self.columns, self.rows).encode()
 
     @cached_property
     def rows(self) -> list[tuple[Any, ...]]:
