@@ -113,7 +113,9 @@ class Access:
         if required is not None and not key.scope.allows(required):
             raise AccessDenied(
                 f"API key {key.id} has scope {key.scope}, and {what} needs scope {required}",
-                hint=f"use a key with scope {required} or admin; create one with {create}",
+                hint=(f"use a key with scope {required}"
+                      + ("" if required is Scope.admin else " or admin")
+                      + f"; create one with {create}"),
             )
         if key is not LOCAL_KEY:
             self.limiter.take(key.id)

@@ -134,6 +134,7 @@ def _print_banner(cfg: Config) -> None:
     scheme = "https" if cfg.server.https else "http"
     out.print(f"  HTTP   {scheme}://{host}:{cfg.server.http_port}   "
               "(/healthz, /metrics, /api/v1/…)")
+    out.print(f"  Dashboard  {scheme}://{host}:{cfg.server.http_port}/")
     out.print("  Try:")
     if devices:
         out.print(f"    sh {bundle_dir(cfg, devices[0].name) / 'publish.sh'}")

@@ -192,6 +192,8 @@ class AnomalyOutput(CheckpointedOutput):
 
     def write(self, rows: pa.Table | None, through: Position) -> None:
         self._faults.hit(faults.BEFORE_COMMIT)
+        if self.done(through):
+            return
         sealed = self._sealed
         if sealed is None or not through.covers(sealed[1]):
             # Part of a window (the pipeline isolating rows): the checkpoint waits for the

@@ -97,6 +97,8 @@ class CheckpointedOutput(TableOutput):
     store: CheckpointStore
     _number = 0
     _reload = True
+    _saved_at: Position | None = None
+    """The position of the last checkpoint saved or read."""
 
     def _start(self) -> Position:
         """Where a never-written output begins."""
@@ -118,33 +120,51 @@ class CheckpointedOutput(TableOutput):
         if checkpoint is None:  # never written
             checkpoint = Checkpoint(self._start(), 0, self._dump(), None)
             self.store.save_checkpoint(self.name, checkpoint)
-        held = int(self._table.properties.get(CHECKPOINT_PROPERTY, "0"))
+        self._repair(checkpoint)
+        self._number = checkpoint.number
+        self._saved_at = checkpoint.position
+        if self._reload:  # a new session: the state is the checkpoint's
+            self._restore(checkpoint.state, checkpoint.position)
+            self._reload = False
+        return checkpoint.position
+
+    def _repair(self, checkpoint: Checkpoint) -> None:
+        held = int(self.table.properties.get(CHECKPOINT_PROPERTY, "0"))
         if held < checkpoint.number and checkpoint.rows:
             # The checkpoint was written and its rows were not appended (a crash between).
             self._emit(from_ipc(checkpoint.rows), properties(checkpoint.number,
                                                              checkpoint.position))
             log.info("%s: appended the rows of checkpoint %s", self.name, checkpoint.number)
-        self._number = checkpoint.number
-        if self._reload:  # a new session: the state is the checkpoint's
-            self._restore(checkpoint.state, checkpoint.position)
-            self._reload = False
-        return checkpoint.position
+
+    def done(self, through: Position) -> bool:
+        """Whether a checkpoint holds `through` already — a write retried after its checkpoint
+        was saved, whatever happened to the append: the append is made sure of, and the step
+        must not be taken twice."""
+        if self._saved_at is None or not self._saved_at.covers(through):
+            return False
+        checkpoint = self.store.checkpoint(self.name)
+        if checkpoint is not None:
+            self.table.refresh()
+            self._repair(checkpoint)
+        return True
 
     def discard(self) -> None:
         super().discard()
         self._reload = True
 
     def checkpoint(self, state: bytes, rows: pa.Table | None, through: Position,
-                   saved: Callable[[], None] = lambda: None) -> None:
-        """Save the state reached through `through` and the step's rows; then append them.
-        `saved` runs once the checkpoint is, before the append: state kept in memory must move
-        with the checkpoint, not with the table."""
+                   saved: Callable[[], None] = lambda: None, *, append: bool = True) -> None:
+        """Save the state reached through `through` and the rows the table lacks; then append
+        them (unless `append` is False: they wait in the checkpoint for a later step, which
+        saves them again with its own). `saved` runs once the checkpoint is, before the
+        append: state kept in memory must move with the checkpoint, not with the table."""
         number = self._number + 1
         ipc = to_ipc(rows) if rows is not None and rows.num_rows else None
         self.store.save_checkpoint(self.name, Checkpoint(through, number, state, ipc))
         self._number = number
+        self._saved_at = through
         saved()
-        if rows is not None and ipc is not None:
+        if append and rows is not None and ipc is not None:
             self._faults.hit(faults.AFTER_CHECKPOINT)
             self._emit(rows, properties(number, through))
 

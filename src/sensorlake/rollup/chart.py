@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from sensorlake.errors import ChartError, TableNotFound
 from sensorlake.lake.tables import TELEMETRY
-from sensorlake.pipeline.checkpoint import CheckpointStore
+from sensorlake.pipeline.checkpoint import CHECKPOINT_PROPERTY, CheckpointStore, from_ipc
 from sensorlake.query.engine import QueryEngine
 from sensorlake.query.fresh import Tail
 from sensorlake.rollup.buckets import (
@@ -134,23 +134,41 @@ def _rollups(engine: QueryEngine, store: CheckpointStore, level: Level, request:
     field = request.field.replace("'", "''")
     start = request.start_us - request.start_us % level.size_us  # the bucket holding start
     shifted = ChartRequest(request.field, start, request.end_us, request.devices)
+    name = rollup_table_name(level)
     sql = (f"SELECT ts, device_id, field, min, max, sum, count, last, last_ts FROM "
-           f"{rollup_table_name(level)} WHERE field = '{field}' AND {_where(shifted)}")
-    try:
-        held = as_partials(engine.execute(sql, max_rows=10_000_000).table)
-    except TableNotFound:
-        held = PARTIAL_SCHEMA.empty_table()
-    parts = [held]
-    checkpoint = store.checkpoint(rollup_table_name(level))
+           f"{name} WHERE field = '{field}' AND {_where(shifted)}")
+    parts = []
+    tag = 0
+    table = None
+    for _ in range(5):
+        # The checkpoint before the table: what the table lacks then, it lacks still — unless
+        # a later step appended meanwhile (its open buckets would then count twice): again.
+        checkpoint = store.checkpoint(name)
+        try:
+            table = engine.load(name)
+        except TableNotFound:
+            table = None
+            break
+        tag = int(table.properties.get(CHECKPOINT_PROPERTY, "0"))
+        if checkpoint is None or tag <= checkpoint.number:
+            break
+    if table is not None:
+        parts.append(as_partials(engine.execute(sql, loaded={name: table},
+                                                max_rows=10_000_000).table))
     if checkpoint is not None and checkpoint.state != REBUILDING:
-        open_ = Buckets.decode(level, checkpoint.state).open
-        keep = pc.and_(pc.equal(open_["field"], request.field),
-                       pc.and_(pc.greater_equal(open_["bucket"], start),
-                               pc.less(open_["bucket"], request.end_us)))
-        if request.devices:
-            keep = pc.and_(keep, pc.is_in(open_["device_id"],
-                                          pa.array(list(request.devices), pa.string())))
-        parts.append(open_.filter(keep).select(PARTIAL_SCHEMA.names))
+        kept = [Buckets.decode(level, checkpoint.state).open]
+        if checkpoint.rows and tag < checkpoint.number:  # closed, not appended yet
+            kept.append(from_ipc(checkpoint.rows))
+        for rows in kept:
+            keep = pc.and_(pc.equal(rows["field"], request.field),
+                           pc.and_(pc.greater_equal(rows["bucket"], start),
+                                   pc.less(rows["bucket"], request.end_us)))
+            if request.devices:
+                keep = pc.and_(keep, pc.is_in(rows["device_id"],
+                                              pa.array(list(request.devices), pa.string())))
+            parts.append(rows.filter(keep).select(PARTIAL_SCHEMA.names))
+    if not parts:
+        return PARTIAL_SCHEMA.empty_table()
     return merge(pa.concat_tables(parts))
 
 

@@ -9,8 +9,11 @@ appended to the table in one commit tagged with the checkpoint's number. The ope
 in the checkpoint, which the chart API reads too, so the last minute and hour are drawn before
 they close.
 
-A late bucket (one the table may already hold) is merged with the table's row for it, and that
-row is deleted, in the same commit as the append: the table keeps one row per bucket.
+Closed buckets wait in the checkpoint for up to EMIT_EVERY_S before they are appended, so that
+a worker catching up does not commit the tables with every window; the chart API reads them
+there meanwhile. A late bucket (one the table may already hold) is merged with the table's row
+for it, and that row is deleted, in the same commit as the append: the table keeps one row per
+bucket.
 """
 
 from __future__ import annotations
@@ -35,9 +38,22 @@ from sensorlake.faults import Faults
 from sensorlake.lake.tables import COMMITS, TABLE_PROPERTIES, TELEMETRY, load_or_create
 from sensorlake.lake.transaction import transaction
 from sensorlake.pipeline.checkpoint import CheckpointedOutput, CheckpointStore
-from sensorlake.rollup.buckets import LEVELS, PARTIAL_SCHEMA, Buckets, Level, merge
+from sensorlake.rollup.buckets import (
+    KEYS,
+    LEVELS,
+    OPEN_SCHEMA,
+    PARTIAL_SCHEMA,
+    Buckets,
+    Level,
+    merge,
+)
 from sensorlake.stream.partitions import Position
 
+EMIT_EVERY_S = 10.0
+"""Closed buckets wait in the checkpoint up to this long (or EMIT_ROWS of them) before they are
+appended: a worker catching up closes buckets with every window, and a table commit per window
+would cost more than the buckets."""
+EMIT_ROWS = 100_000
 REBUILDING = b"rebuilding"
 """The state a rebuild saves before it rewrites the table (`rollup/rebuild.py`)."""
 
@@ -103,6 +119,9 @@ class RollupOutput(CheckpointedOutput):
         self._start_at = start_at
         self._clock = clock
         self.buckets = Buckets.empty(level)
+        self.waiting = OPEN_SCHEMA.empty_table()
+        """Closed buckets the table does not hold yet (they are in the checkpoint)."""
+        self._waiting_since = 0.0
 
     def _load(self) -> Table:
         return load_rollup_table(self._catalog, self._namespace, self.level)
@@ -119,25 +138,39 @@ class RollupOutput(CheckpointedOutput):
                 f"a rebuild of {self.name} was interrupted: the table may be half rewritten",
                 hint="stop sensorlake and run `sensorlake rollups rebuild` again")
         self.buckets = Buckets.decode(self.level, state)
+        self.waiting = OPEN_SCHEMA.empty_table()  # appended by the repair, if any were
 
     def write(self, rows: pa.Table | None, through: Position) -> None:
         self._faults.hit(faults.BEFORE_COMMIT)
-        buckets, closed = self.buckets.step(rows, self._clock())
+        if self.done(through):
+            return
+        now = self._clock()
+        buckets, closed = self.buckets.step(rows, now)
+        waiting = pa.concat_tables([self.waiting, closed]) if closed.num_rows else self.waiting
+        since = self._waiting_since if self.waiting.num_rows else now
+        due = waiting.num_rows >= EMIT_ROWS or (
+            waiting.num_rows > 0 and now - since >= EMIT_EVERY_S)
 
         def saved() -> None:
-            self.buckets = buckets
+            self.buckets, self.waiting, self._waiting_since = buckets, waiting, since
 
-        self.checkpoint(buckets.encode(), closed, through, saved)
+        self.checkpoint(buckets.encode(), waiting if waiting.num_rows else None, through,
+                        saved, append=due)
 
     def _emit(self, rows: pa.Table, properties: dict[str, str]) -> None:
         table = self.table
-        late = rows.filter(rows["late"])
+        # A bucket may have closed, reopened late and closed again while it waited.
+        flags = rows.group_by(KEYS, use_threads=False).aggregate([("late", "any")])
+        rows = merge(rows).join(flags, KEYS, join_type="left outer")
+        late_mask = pc.fill_null(rows["late_any"], False)
+        late = rows.filter(late_mask)
+        rows = rows.select(PARTIAL_SCHEMA.names)
         delete: BooleanExpression | None = None
         if late.num_rows:
             delete = _keys_filter(late)
             held = table.scan(row_filter=delete).to_arrow()
             rows = pa.concat_tables([
-                rows.filter(pc.invert(rows["late"])).select(PARTIAL_SCHEMA.names),
+                rows.filter(pc.invert(late_mask)),
                 merge(pa.concat_tables([late.select(PARTIAL_SCHEMA.names),
                                         as_partials(held)]))])
         out = table_rows(rows).sort_by([("device_id", "ascending"), ("field", "ascending"),
@@ -154,6 +187,7 @@ class RollupOutput(CheckpointedOutput):
         except Exception:
             self._table = None
             raise
+        self.waiting = OPEN_SCHEMA.empty_table()
 
 
 def _keys_filter(buckets: pa.Table) -> BooleanExpression:

@@ -1026,12 +1026,15 @@ window.SL = (function () {
     document.getElementById("theme-toggle").addEventListener("click", toggleTheme);
     document.getElementById("sign-out").addEventListener("click", () => auth.signOut());
     document.getElementById("sign-out").hidden = !getKey();
-    // The skip link jumps to the content without touching the route in the hash.
+    // The skip link jumps to the content without touching the route in the hash. The content
+    // is scrolled to just below the sticky bar: scrollIntoView() would hide its heading under it.
     document.querySelector(".skip-link").addEventListener("click", (e) => {
       e.preventDefault();
       const main = document.getElementById("main");
-      main.focus();
-      main.scrollIntoView();
+      const bar = document.querySelector(".topbar");
+      main.focus({ preventScroll: true });
+      const top = main.getBoundingClientRect().top + window.scrollY - (bar ? bar.offsetHeight : 0);
+      window.scrollTo(0, Math.max(0, top));
     });
     store.on("alerts", showAlertBadge);
     showTheme();

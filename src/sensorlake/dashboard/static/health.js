@@ -72,11 +72,10 @@
 
         const tables = Array.isArray(h.tables) ? h.tables : [];
         tablesBox.replaceChildren(tables.length
-          ? SL.table(["Table", { text: "Files", num: true }, { text: "Size", num: true }, { text: "Rows", num: true }], tables.map((t) => el("tr", { testid: "health-table-row", dataset: { table: t && t.name } },
+          ? SL.table(["Table", { text: "Files", num: true }, { text: "Size", num: true }], tables.map((t) => el("tr", { testid: "health-table-row", dataset: { table: t && t.name } },
             el("td", { text: t && t.name != null ? String(t.name) : DASH }),
             el("td", { class: "num", text: fmtInt(t && t.files) }),
-            el("td", { class: "num", text: fmtBytes(t && t.bytes) }),
-            el("td", { class: "num", text: fmtInt(t && t.rows) }))), { testid: "health-table", label: "Tables" })
+            el("td", { class: "num", text: fmtBytes(t && t.bytes) }))), { testid: "health-table", label: "Tables" })
           : el("p", { class: "muted", text: h.tables === undefined ? DASH : "No table yet." }));
 
         const reasons = dl && Array.isArray(dl.reasons) ? dl.reasons : [];
