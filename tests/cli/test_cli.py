@@ -58,7 +58,7 @@ def test_query_formats(lake: Sensorlake, device: str) -> None:
 def test_tables_and_describe(lake: Sensorlake) -> None:
     out = lake.cli("tables", "-f", "json").stdout
     names = [row[0] for row in orjson.loads(out)["rows"]]
-    assert names == ["dead_letter", "telemetry", "device_state"]
+    assert names == ["dead_letter", "telemetry", "telemetry_1h", "telemetry_1m", "device_state"]
     info = orjson.loads(lake.cli("describe", "telemetry", "-f", "json").stdout)
     assert info["table"] == "telemetry"
     assert info["columns"][0]["name"] == "topic"
