@@ -61,7 +61,8 @@ def test_pipeline_with_a_postgresql_catalog(fresh: Sensorlake, postgres: str) ->
     out = fresh.cli("query", "SELECT count(*), sum(n) FROM telemetry", "-f", "json").stdout
     assert orjson.loads(out)["rows"] == [[11, 55.0]]
     tables = orjson.loads(fresh.cli("tables", "-f", "json").stdout)["rows"]
-    assert [t[0] for t in tables] == ["dead_letter", "telemetry", "device_state"]
+    assert [t[0] for t in tables] == ["dead_letter", "telemetry", "telemetry_1h", "telemetry_1m",
+                                      "device_state"]
     # device state lives in the same PostgreSQL database, not in a file of this node
     out = fresh.cli("query", "SELECT device_id, messages FROM device_state ORDER BY 1",
                     "-f", "json").stdout
