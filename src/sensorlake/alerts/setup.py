@@ -34,8 +34,9 @@ def dashboard_url(config: Config) -> str:
     return f"{scheme}://{public_host(config)}:{config.server.http_port}"
 
 
-def alerting(config: Config, catalog: Catalog, start_at: Callable[[], Position],
-             fault_points: Faults) -> tuple[AnomalyOutput, list[Loop]]:
+def alerting(config: Config, catalog: Catalog, checkpoints: CheckpointStore,
+             start_at: Callable[[], Position], fault_points: Faults
+             ) -> tuple[AnomalyOutput, list[Loop]]:
     alerts = config.alerts
     detectors: list[Detector] = [build(d) for d in config.detectors if d.enabled]
     settings = {d.name: AlertSettings(d.channel, d.severity, d.for_,
@@ -54,9 +55,8 @@ def alerting(config: Config, catalog: Catalog, start_at: Callable[[], Position],
                                                 alerts.keep_firing_for)
     facts = AlertFacts(settings)
     store = AlertStore.for_config(config)
-    output = AnomalyOutput(detectors, facts, CheckpointStore.for_config(config), catalog,
-                           config.lake.namespace, start_at,
-                           fault_points)
+    output = AnomalyOutput(detectors, facts, checkpoints, catalog, config.lake.namespace,
+                           start_at, fault_points)
     notifier = Notifier(alerts, facts, store, dashboard_url(config), tick=output.tick)
     output.on_detection = notifier.wake.set
     loops: list[Loop] = [notifier.run]

@@ -16,8 +16,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from sensorlake.config import Config
-from sensorlake.pipeline.database import SqlStore, database_url
+from sensorlake.pipeline.database import SqlStore
 
 
 @dataclass(frozen=True)
@@ -78,10 +77,6 @@ class AlertStore(SqlStore):
             sa.Column("alerts", sa.Text, nullable=False),
             sa.Column("at", sa.Float, nullable=False),
         )
-
-    @classmethod
-    def for_config(cls, config: Config) -> AlertStore:
-        return cls(database_url(config), config.lake.namespace)
 
     # -- groups and the queue ----------------------------------------------------------------
 

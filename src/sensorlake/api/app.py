@@ -91,8 +91,21 @@ def json_bytes(content: Any) -> bytes:
     return orjson.dumps(content, default=jsonable, option=orjson.OPT_NON_STR_KEYS)
 
 
-def _iso(epoch: float) -> str:
+def iso_seconds(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def problems(ctx: ApiContext, status: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What keeps the pipeline from being healthy beyond its processes running: a full disk
+    under the stream, an output that cannot write (`status`: the worker's reply)."""
+    found: list[dict[str, Any]] = []
+    storage = ctx.storage
+    if storage is not None and storage.problem is not None and storage.since is not None:
+        found.append({"problem": storage.problem, "since": iso_seconds(storage.since)})
+    degraded = status.get("degraded") if status else None
+    if degraded:
+        found.append({"problem": degraded["reason"], "since": iso_seconds(degraded["since"])})
+    return found
 
 
 def _error(exc: SensorlakeError) -> JSONResponse:
@@ -296,22 +309,16 @@ def create_app(ctx: ApiContext) -> Starlette:
         stream_ok = ctx.client.connected
         status = await writer_status(ctx.client) if stream_ok else None
         writer_ok = bool(status and status.get("ready"))
-        problems: list[dict[str, Any]] = []
-        storage = ctx.storage
-        if storage is not None and storage.problem is not None and storage.since is not None:
-            problems.append({"problem": storage.problem, "since": _iso(storage.since)})
-        degraded = status.get("degraded") if status else None
-        if degraded:
-            problems.append({"problem": degraded["reason"], "since": _iso(degraded["since"])})
-        ok = stream_ok and writer_ok and ctx.accepting and not problems
+        found = problems(ctx, status)
+        ok = stream_ok and writer_ok and ctx.accepting and not found
         body: dict[str, Any] = {
             "status": "ok" if ok else "degraded",
             "stream": "connected" if stream_ok else "disconnected",
             "writer": "running" if writer_ok else "unavailable",
             "accepting": ctx.accepting,
         }
-        if problems:
-            body["problems"] = problems
+        if found:
+            body["problems"] = found
         if status:
             body["committed"] = status.get("committed")
         if ctx.restarts is not None:
@@ -351,8 +358,7 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     more, more_scopes = alert_routes(cfg, ctx.engine)
     routes += more
-    shown, shown_scopes = dashboard_routes(cfg, ctx.client, ctx.engine, lambda: ctx.accepting,
-                                           ctx.metrics.render)
+    shown, shown_scopes = dashboard_routes(ctx)
     routes += shown
     # The scope each route needs; a route missing here needs admin (see api/auth.py).
     scopes = {

@@ -29,6 +29,7 @@ from sensorlake.access.keys import ApiKey, KeyStore, Scope
 from sensorlake.access.live import LiveKeys
 from sensorlake.access.ratelimit import RateLimiter
 from sensorlake.config import Config
+from sensorlake.dashboard.routes import STATIC_PREFIX
 from sensorlake.errors import AccessDenied, AccessError, RateLimited, SensorlakeError
 from sensorlake.hosts import is_loopback
 from sensorlake.ingest.body import Rejected, screen
@@ -37,9 +38,8 @@ from sensorlake.ingest.identity import IdentityRules
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/"})
-OPEN_PREFIX = "/static/"
-"""The dashboard's own files (`dashboard/routes.py`): they hold no data, and the page must load
-to ask for a key."""
+"""With STATIC_PREFIX, the dashboard's own files: they hold no data, and the page must load to
+ask for a key."""
 LOCAL_KEY = ApiKey("local", Scope.read, None, "commands on this machine (run file token)", "",
                    None, None)
 """What the run file's token acts as: it reads, nothing more."""
@@ -147,7 +147,7 @@ class AccessGuard:
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS \
-                or scope["path"].startswith(OPEN_PREFIX):
+                or scope["path"].startswith(STATIC_PREFIX):
             await self.app(scope, receive, send)
             return
         what = f"{scope['method']} {scope['path']}"

@@ -15,9 +15,8 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,18 +26,17 @@ from starlette.routing import Route
 
 from sensorlake.access.keys import Scope
 from sensorlake.alerts.store import AlertStore
-from sensorlake.config import Config
+from sensorlake.api.app import ApiContext, JSONResponse, iso_seconds, problems
 from sensorlake.errors import ChartError, SavedQueryError, SavedQueryNotFound, TableNotFound
-from sensorlake.lake.tables import DEAD_LETTER, TELEMETRY
+from sensorlake.ingest.identity import TimeValueError, parse_time_us
+from sensorlake.lake.tables import DEAD_LETTER, TELEMETRY, table_totals
 from sensorlake.pipeline.checkpoint import CheckpointStore
 from sensorlake.pipeline.service import writer_status
-from sensorlake.query.engine import QueryEngine
 from sensorlake.query.fresh import Tail, tail_from_stream
 from sensorlake.query.saved import SavedQueries
 from sensorlake.rollup.buckets import numeric_fields
 from sensorlake.rollup.chart import MAX_POINTS, SOURCES, ChartRequest, chart
 from sensorlake.state import view as state_view
-from sensorlake.stream.connection import StreamClient
 from sensorlake.values import jsonable
 
 LIVE_EVERY_S = 0.5
@@ -47,32 +45,26 @@ MAX_SPAN_DAYS = 400
 T = TypeVar("T")
 
 
-def _json(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content, default=jsonable, option=orjson.OPT_NON_STR_KEYS),
-                    status_code=status, media_type="application/json")
-
-
-class Cached:
+class Cached(Generic[T]):
     """A value computed at most every `every` seconds, shared by whoever asks meanwhile."""
 
     def __init__(self, every: float, compute: Callable[[], Awaitable[T]]) -> None:
         self._every = every
         self._compute = compute
-        self._value: Any = None
+        self._value: T | None = None
         self._at = float("-inf")
         self._lock = asyncio.Lock()
 
-    async def get(self) -> Any:
+    async def get(self) -> T:
         async with self._lock:
-            if time.monotonic() - self._at >= self._every:
+            if self._value is None or time.monotonic() - self._at >= self._every:
                 self._value = await self._compute()
                 self._at = time.monotonic()
             return self._value
 
 
-def dashboard_routes(cfg: Config, client: StreamClient, engine: QueryEngine,
-                     accepting: Callable[[], bool], metrics_text: Callable[[], bytes]
-                     ) -> tuple[list[Route], dict[str, Scope]]:
+def dashboard_routes(ctx: ApiContext) -> tuple[list[Route], dict[str, Scope]]:
+    cfg, client, engine = ctx.config, ctx.client, ctx.engine
     checkpoints = CheckpointStore.for_config(cfg)
     saved = SavedQueries.for_config(cfg)
     alerts = AlertStore.for_config(cfg)
@@ -83,9 +75,10 @@ def dashboard_routes(cfg: Config, client: StreamClient, engine: QueryEngine,
         """Numeric fields of telemetry, those only uncommitted readings brought included."""
         known = set(numeric_fields(tail.table.schema)) if tail.table is not None else set()
         try:
-            return known | set(numeric_fields(engine.load(TELEMETRY).schema().as_arrow()))
+            table = tail.source or engine.load(TELEMETRY)  # the snapshot the tail was read at
         except TableNotFound:
             return known
+        return known | set(numeric_fields(table.schema().as_arrow()))
 
     async def chart_route(request: Request) -> Response:
         started = time.perf_counter()
@@ -131,7 +124,7 @@ def dashboard_routes(cfg: Config, client: StreamClient, engine: QueryEngine,
         quiet_since = time.monotonic()
         first = True
         yield b"retry: 2000\n\n"
-        while accepting():
+        while ctx.accepting:
             docs = await devices_now.get()
             changed = []
             for name, doc in docs.items():
@@ -161,6 +154,7 @@ def dashboard_routes(cfg: Config, client: StreamClient, engine: QueryEngine,
     # -- health ----------------------------------------------------------------------------------
 
     rate: dict[str, float] = {}
+    """The last sample of readings received (`value`, `at`) and the rate since the one before."""
 
     def dead_letters() -> dict[str, Any]:
         sql = (f"SELECT reason, count(*) AS n FROM {DEAD_LETTER} GROUP BY reason "
@@ -169,7 +163,7 @@ def dashboard_routes(cfg: Config, client: StreamClient, engine: QueryEngine,
             rows = engine.execute(sql, max_rows=20).rows
         except TableNotFound:
             rows = []
-        return {"total": engine.describe(DEAD_LETTER).get("rows") if rows else 0,
+        return {"total": table_totals(engine.load(DEAD_LETTER)).rows if rows else 0,
                 "reasons": [{"reason": r[0], "count": int(r[1])} for r in rows]}
 
     async def dead_summary() -> dict[str, Any]:
@@ -183,18 +177,18 @@ def dashboard_routes(cfg: Config, client: StreamClient, engine: QueryEngine,
 
     async def health(request: Request) -> Response:
         status = await writer_status(client) if client.connected else None
-        text = metrics_text() + (status["metrics"].encode() if status else b"")
+        text = ctx.metrics.render() + (status["metrics"].encode() if status else b"")
         figures = _figures(text.decode())
         now = time.monotonic()
         received = figures.get(("sensorlake_readings_received_total", ()))
         per_s = None
         if received is not None:
-            if "at" in rate and now > rate["at"]:
-                per_s = max(0.0, (received - rate["value"]) / (now - rate["at"]))
-            if "at" not in rate or now - rate["at"] >= 1.0:
-                rate.update(value=received, at=now)
-                rate["per_s"] = per_s if per_s is not None else rate.get("per_s", 0.0)
-            per_s = rate.get("per_s")
+            if "at" not in rate:
+                rate.update(value=received, at=now, per_s=0.0)
+            elif now - rate["at"] >= 1.0:
+                rate.update(per_s=max(0.0, (received - rate["value"]) / (now - rate["at"])),
+                            value=received, at=now)
+            per_s = rate["per_s"]
         last = figures.get(("sensorlake_last_commit_timestamp_seconds", ()))
         tables: dict[str, dict[str, Any]] = {}
         for (name, labels), value in figures.items():
@@ -205,29 +199,26 @@ def dashboard_routes(cfg: Config, client: StreamClient, engine: QueryEngine,
                 tables.setdefault(label, {"name": label})["files"] = int(value)
             elif name == "sensorlake_table_data_bytes":
                 tables.setdefault(label, {"name": label})["bytes"] = int(value)
-        problems = []
-        degraded = status.get("degraded") if status else None
-        if degraded:
-            problems.append({"problem": degraded["reason"], "since": _iso(degraded["since"])})
+        found = problems(ctx, status)
         if status is None:
-            problems.append({"problem": "the worker does not answer", "since": None})
+            found.append({"problem": "the worker does not answer", "since": None})
         doc = {
-            "status": "ok" if status and status.get("ready") and not problems else "degraded",
+            "status": "ok" if status and status.get("ready") and not found else "degraded",
             "ingest_per_s": None if per_s is None else round(per_s, 1),
             "lag": figures.get(("sensorlake_consumer_lag_messages", ())),
-            "last_commit": _iso(last) if last else None,
+            "last_commit": iso_seconds(last) if last else None,
             "last_commit_age_s": round(time.time() - last, 1) if last else None,
             "dead_letters": await dead_now.get(),
             "tables": sorted(tables.values(), key=lambda t: t["name"]),
             "disk": await disk_now.get(),
-            "problems": problems,
+            "problems": found,
         }
-        return _json(doc)
+        return JSONResponse(doc)
 
     # -- saved queries --------------------------------------------------------------------------
 
     async def queries(request: Request) -> Response:
-        return _json({"queries": await asyncio.to_thread(saved.list)})
+        return JSONResponse({"queries": await asyncio.to_thread(saved.list)})
 
     async def query_save(request: Request) -> Response:
         try:
@@ -239,7 +230,7 @@ def dashboard_routes(cfg: Config, client: StreamClient, engine: QueryEngine,
             raise SavedQueryError('the body needs "name" and "sql" (strings)',
                                   hint='send {"name": "hot greenhouses", "sql": "SELECT ..."}')
         await asyncio.to_thread(saved.save, body["name"], body["sql"])
-        return _json({"name": body["name"]}, 201)
+        return JSONResponse({"name": body["name"]}, status_code=201)
 
     async def query_delete(request: Request) -> Response:
         name = request.path_params["name"]
@@ -265,8 +256,7 @@ def chart_request(params: Any) -> ChartRequest:
     field = params.get("field")
     if not field:
         raise ChartError("'field' is missing", hint="for example ?field=temperature")
-    now = time.time()
-    end = _moment("to", params.get("to"), now)
+    end = _moment("to", params.get("to"), time.time())
     start = _moment("from", params.get("from"), end - 86_400)
     if start >= end:
         raise ChartError("'from' must be before 'to'", hint=None)
@@ -293,26 +283,15 @@ def _moment(key: str, value: str | None, default: float) -> float:
     if value is None or value == "":
         return default
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return parse_time_us(value) / 1e6
+    except TimeValueError:
         raise ChartError(f"'{key}' {value!r} is neither an ISO 8601 time nor Unix seconds",
                          hint="for example 2026-12-01T08:00:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _event(name: str, data: Any) -> bytes:
     return (f"event: {name}\ndata: ".encode() + orjson.dumps(data, default=jsonable)
             + b"\n\n")
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _figures(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

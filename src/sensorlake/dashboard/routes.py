@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 
 STATIC = Path(__file__).parent / "static"
 STATIC_PREFIX = "/static/"
+"""Served to anyone (`api/auth.py`)."""
 SECURITY_HEADERS = {
     # Only our own files: nothing may load from elsewhere, nor the page be framed.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -29,4 +30,5 @@ async def index(request: Request) -> Response:
 
 def dashboard_routes() -> list[BaseRoute]:
     return [Route("/", index, methods=["GET", "HEAD"]),
-            Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static")]
+            Mount(STATIC_PREFIX.rstrip("/"), app=StaticFiles(directory=STATIC, check_dir=False),
+                  name="static")]

@@ -21,10 +21,9 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from sensorlake import faults
-from sensorlake.config import Config
 from sensorlake.lake.outputs import TableOutput
 from sensorlake.lake.tables import POSITION_PROPERTY
-from sensorlake.pipeline.database import SqlStore, database_url
+from sensorlake.pipeline.database import SqlStore
 from sensorlake.stream.partitions import Position
 
 log = logging.getLogger(__name__)
@@ -54,10 +53,6 @@ class CheckpointStore(SqlStore):
             sa.Column("rows", sa.LargeBinary),
         )
 
-    @classmethod
-    def for_config(cls, config: Config) -> CheckpointStore:
-        return cls(database_url(config), config.lake.namespace)
-
     def checkpoint(self, output: str) -> Checkpoint | None:
         self._ensure()
         table = self._checkpoints
@@ -78,13 +73,6 @@ class CheckpointStore(SqlStore):
             done = con.execute(table.update().where(table.c.output == output).values(**values))
             if not done.rowcount:
                 con.execute(table.insert().values(output=output, **values))
-
-    def forget(self, output: str) -> None:
-        """Drop an output's checkpoint (a rebuild starts it afresh)."""
-        self._ensure()
-        table = self._checkpoints
-        with self._engine.begin() as con:
-            con.execute(table.delete().where(table.c.output == output))
 
 
 class CheckpointedOutput(TableOutput):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -61,6 +61,11 @@ class SqlStore:
         self._meta = sa.MetaData()
         self._positions = positions_table(self._meta, namespace)
         self._created = False
+
+    @classmethod
+    def for_config(cls, config: Config) -> Self:
+        """The store in this configuration's database (`database_url`)."""
+        return cls(database_url(config), config.lake.namespace)
 
     def _ensure(self) -> None:
         if not self._created:

@@ -28,10 +28,11 @@ from sensorlake.faults import Faults
 from sensorlake.ingest.identity import IdentityRules
 from sensorlake.lake.catalog import open_catalog
 from sensorlake.lake.fields import FieldLimits
-from sensorlake.lake.outputs import TableOutput, dead_letter_output, telemetry_output
+from sensorlake.lake.outputs import dead_letter_output, telemetry_output
 from sensorlake.lake.records import Decoder
 from sensorlake.lake.tables import read_position
 from sensorlake.metrics import WriterMetrics
+from sensorlake.pipeline.checkpoint import CheckpointStore
 from sensorlake.pipeline.output import Output
 from sensorlake.pipeline.upkeep import keep_lake
 from sensorlake.pipeline.worker import Worker
@@ -78,23 +79,25 @@ def build_worker(config: Config, client: StreamClient, metrics: WriterMetrics,
 
     # dead_letter first: a crash between outputs (the between-outputs fault point) leaves the
     # later ones behind, which the next session catches up from the lake's positions.
-    later, rules, deliveries = state_and_rule_outputs(config, catalog, telemetry, client,
+    def start_at() -> Position:
+        """Where an output never written begins: what telemetry holds."""
+        return read_position(telemetry.table)
+
+    later, rules, deliveries = state_and_rule_outputs(config, catalog, start_at, client,
                                                       fault_points)
     checkpointed: list[Output] = []
+    checkpoints = CheckpointStore.for_config(config)
     if any(d.enabled for d in config.detectors) or any(
             r.enabled and r.alert for r in config.rules):
         from sensorlake.alerts.setup import alerting
 
-        anomalies, loops = alerting(config, catalog, lambda: read_position(telemetry.table),
-                                    fault_points)
+        anomalies, loops = alerting(config, catalog, checkpoints, start_at, fault_points)
         checkpointed.append(anomalies)
         deliveries += loops
     if config.lake.rollups:
-        from sensorlake.pipeline.checkpoint import CheckpointStore
         from sensorlake.rollup.output import rollup_outputs
 
-        checkpointed += rollup_outputs(catalog, namespace, CheckpointStore.for_config(config),
-                                    lambda: read_position(telemetry.table), fault_points)
+        checkpointed += rollup_outputs(catalog, namespace, checkpoints, start_at, fault_points)
     worker = Worker(config, client, [dead, telemetry, *later, *checkpointed], dead, decoder,
                     metrics, fault_points)
     worker.rule_counters = lambda: {rule.name: asdict(rule.counters) for rule in rules}
@@ -102,16 +105,13 @@ def build_worker(config: Config, client: StreamClient, metrics: WriterMetrics,
     return worker
 
 
-def state_and_rule_outputs(config: Config, catalog: Catalog, telemetry: TableOutput,
+def state_and_rule_outputs(config: Config, catalog: Catalog, start_at: Callable[[], Position],
                            client: StreamClient, fault_points: Faults
                            ) -> tuple[list[Output], list[CompiledRule], list[Delivery]]:
     """Device state, and the outputs of every enabled rule's actions, with the rules they run
     and the loops that deliver their side effects; rules cost nothing when there are none."""
     from sensorlake.state.output import DeviceStateOutput
     from sensorlake.state.store import StateStore
-
-    def start_at() -> Position:
-        return read_position(telemetry.table)
 
     store = StateStore.for_config(config)
     running = [rule for rule in config.rules if rule.enabled and rule.actions != ["alert"]]

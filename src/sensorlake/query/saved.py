@@ -9,9 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sensorlake.config import Config
 from sensorlake.errors import SavedQueryError
-from sensorlake.pipeline.database import SqlStore, database_url
+from sensorlake.pipeline.database import SqlStore
 
 NAME = re.compile(r"[^\x00-\x1f/]{1,100}")
 MAX_SQL = 100_000
@@ -26,10 +25,6 @@ class SavedQueries(SqlStore):
             sa.Column("sql", sa.Text, nullable=False),
             sa.Column("saved_at", sa.Float, nullable=False),
         )
-
-    @classmethod
-    def for_config(cls, config: Config) -> SavedQueries:
-        return cls(database_url(config), config.lake.namespace)
 
     def list(self) -> list[dict[str, Any]]:
         self._ensure()

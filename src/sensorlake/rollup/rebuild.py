@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
+from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 
 from sensorlake.config import Config
@@ -77,12 +78,12 @@ def rebuild(config: Config, progress: Callable[[int, int], None] = lambda done, 
         done += readings.num_rows
         progress(done, total)
     store = CheckpointStore.for_config(config)
-    return [_write(config, store, level, gathered[level.name], position, done)
+    return [_write(catalog, namespace, store, level, gathered[level.name], position, done)
             for level in LEVELS]
 
 
-def _write(config: Config, store: CheckpointStore, level: Level, parts: list[pa.Table],
-           position: Position, readings: int) -> Rebuilt:
+def _write(catalog: Catalog, namespace: str, store: CheckpointStore, level: Level,
+           parts: list[pa.Table], position: Position, readings: int) -> Rebuilt:
     name = rollup_table_name(level)
     every = merge(pa.concat_tables(parts)) if parts else merge(OPEN_SCHEMA.empty_table())
     marks = every.group_by("device_id", use_threads=False).aggregate([("last_ts", "max")])
@@ -97,7 +98,7 @@ def _write(config: Config, store: CheckpointStore, level: Level, parts: list[pa.
     held = store.checkpoint(name)
     number = (held.number if held is not None else 0) + 1
     store.save_checkpoint(name, Checkpoint(position, number, REBUILDING, None))
-    table = load_rollup_table(open_catalog(config), config.lake.namespace, level)
+    table = load_rollup_table(catalog, namespace, level)
     tx = transaction(table)
     tx.delete(AlwaysTrue())
     if closed.num_rows:

@@ -15,10 +15,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from sensorlake.config import Config
 from sensorlake.errors import LakeError
 from sensorlake.lake.catalog import mask_uri
-from sensorlake.pipeline.database import SqlStore, database_url, set_position
+from sensorlake.pipeline.database import SqlStore, set_position
 from sensorlake.state.records import DeviceState, values_json
 from sensorlake.stream.partitions import Position
 
@@ -43,10 +42,6 @@ class StateStore(SqlStore):
             sa.Column("messages", sa.BigInteger, nullable=False),
             sa.Column("readings", sa.BigInteger, nullable=False),
         )
-
-    @classmethod
-    def for_config(cls, config: Config) -> StateStore:
-        return cls(database_url(config), config.lake.namespace)
 
     def position(self, output: str) -> Position | None:
         """What the store holds for `output`; None when it never wrote."""
